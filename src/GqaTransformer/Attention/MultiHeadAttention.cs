@@ -1,0 +1,204 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// Multi-head attention with grouped key/value heads (GQA). <see cref="NumKvHeads"/> key/value heads each serve
+/// <see cref="GroupSize"/> query heads: equal to <see cref="NumHeads"/> it is plain multi-head attention, 1 is
+/// multi-query attention. Keys and values are never copied per query head: the query heads of a group are
+/// folded into the query dimension (decode) or attend group member by group member (prefill), each reading the
+/// group's one K/V. Parameter names are HF's: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c>.
+/// </summary>
+public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "q_proj")] private readonly Linear _qProj;
+    [ComponentName(Name = "k_proj")] private readonly Linear _kProj;
+    [ComponentName(Name = "v_proj")] private readonly Linear _vProj;
+    [ComponentName(Name = "o_proj")] private readonly Linear _oProj;
+    [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
+
+    /// <summary>Creates attention directly, as in the design record: <c>new MultiHeadAttention(2048, 32, 8)</c>.</summary>
+    /// <param name="hiddenSize">Width of the input and output.</param>
+    /// <param name="numHeads">Number of query heads.</param>
+    /// <param name="numKvHeads">Number of key/value heads; divides <paramref name="numHeads"/>. Default: numHeads (MHA).</param>
+    /// <param name="headDim">Head size. Default: hiddenSize / numHeads.</param>
+    /// <param name="bias">Biases on all four projections.</param>
+    /// <param name="ropeTheta">RoPE base.</param>
+    /// <param name="ropeScaling">Optional RoPE scaling.</param>
+    /// <param name="layerIndex">Which layer of a <see cref="KvCache"/> this attention reads and writes.</param>
+    /// <param name="name">Module name.</param>
+    public MultiHeadAttention(int hiddenSize, int numHeads, int? numKvHeads = null, int? headDim = null, bool bias = false,
+        double ropeTheta = 10000.0, RopeScaling? ropeScaling = null, int layerIndex = 0, string name = "self_attn")
+        : this(hiddenSize, numHeads, numKvHeads ?? numHeads, headDim, bias, bias, ropeTheta, ropeScaling, layerIndex, name)
+    {
+    }
+
+    /// <summary>Creates the attention of one decoder layer from a validated config.</summary>
+    /// <param name="config">The model's config.</param>
+    /// <param name="layerIndex">Which layer of a <see cref="KvCache"/> this attention reads and writes.</param>
+    /// <param name="name">Module name.</param>
+    public MultiHeadAttention(DecoderConfig config, int layerIndex = 0, string name = "self_attn")
+        : this(Validated(config).HiddenSize, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,
+            config.QkvBias, config.OutputBias, config.RopeTheta, config.RopeScaling, layerIndex, name)
+    {
+    }
+
+    private MultiHeadAttention(int hiddenSize, int numHeads, int numKvHeads, int? headDim, bool qkvBias, bool outputBias,
+        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name) : base(name)
+    {
+        DecoderConfig.ValidateAttentionShape(hiddenSize, numHeads, numKvHeads, headDim, nameof(numKvHeads));
+        if (layerIndex < 0)
+            throw new ArgumentOutOfRangeException(nameof(layerIndex), layerIndex, "layerIndex must not be negative.");
+        HiddenSize = hiddenSize;
+        NumHeads = numHeads;
+        NumKvHeads = numKvHeads;
+        HeadDim = headDim ?? hiddenSize / numHeads;
+        LayerIndex = layerIndex;
+        _qProj = nn.Linear(hiddenSize, numHeads * HeadDim, hasBias: qkvBias);
+        _kProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias);
+        _vProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias);
+        _oProj = nn.Linear(numHeads * HeadDim, hiddenSize, hasBias: outputBias);
+        _rotary = new RotaryEmbedding(HeadDim, ropeTheta, ropeScaling);
+        RegisterComponents();
+    }
+
+    /// <summary>Width of the input and output.</summary>
+    public int HiddenSize { get; }
+
+    /// <summary>Number of query heads.</summary>
+    public int NumHeads { get; }
+
+    /// <summary>Number of key/value heads.</summary>
+    public int NumKvHeads { get; }
+
+    /// <summary>Size of each head.</summary>
+    public int HeadDim { get; }
+
+    /// <summary>Query heads per key/value head.</summary>
+    public int GroupSize => NumHeads / NumKvHeads;
+
+    /// <summary>The layer of a <see cref="KvCache"/> this attention uses.</summary>
+    public int LayerIndex { get; }
+
+    /// <summary>Causal self-attention over <paramref name="x"/> [B, T, hidden] at positions 0..T-1, no cache.</summary>
+    public override Tensor forward(Tensor x) => forward(x, causal: true);
+
+    /// <summary>Self-attention over <paramref name="x"/> [B, T, hidden] at positions 0..T-1, causal or not, no cache.</summary>
+    public Tensor forward(Tensor x, bool causal)
+    {
+        CheckInput(x);
+        using var scope = NewDisposeScope();
+        var positions = arange(x.shape[1], ScalarType.Int64, x.device).unsqueeze(0).expand(x.shape[0], -1); // [B, T]
+        var (cos, sin) = _rotary.forward(positions, x.dtype);
+        return Attend(x, cos, sin, mask: null, cache: null, causal).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Causal self-attention of <paramref name="x"/> [B, T, hidden] whose tokens follow the <paramref name="cache"/>'s
+    /// committed tokens. Writes this layer's keys and values into the cache (the caller commits them with
+    /// <see cref="KvCache.Advance"/>; <see cref="DecoderModel"/> does). Returns [B, T, hidden].
+    /// </summary>
+    /// <param name="x">Input [B, T, hidden].</param>
+    /// <param name="cos">RoPE cos table [B, T, HeadDim] (from <see cref="RotaryEmbedding.forward"/>).</param>
+    /// <param name="sin">RoPE sin table [B, T, HeadDim].</param>
+    /// <param name="mask">Optional boolean mask [B or 1, 1, T, S] (true = attend) that already includes causality;
+    /// null for plain causal attention.</param>
+    /// <param name="cache">Optional KV cache; null attends within <paramref name="x"/> only.</param>
+    public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask = null, KvCache? cache = null)
+    {
+        CheckInput(x);
+        long expectedCos = x.shape[0] * x.shape[1] * HeadDim;
+        if (cos.numel() != expectedCos || sin.numel() != expectedCos || cos.dim() != 3)
+            throw new ArgumentException(
+                $"cos and sin must be [{x.shape[0]}, {x.shape[1]}, {HeadDim}], but are {Guard.Shape(cos)} and {Guard.Shape(sin)}.", nameof(cos));
+        if (cache is not null)
+        {
+            cache.EnsureCompatibleLayer(LayerIndex, NumKvHeads, HeadDim, x.shape[0], x.dtype, x.device);
+            cache.EnsureRoom(x.shape[1]);
+        }
+        return Attend(x, cos, sin, mask, cache, causal: true);
+    }
+
+    private Tensor Attend(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache, bool causal)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        var q = _qProj.forward(x).view(b, t, NumHeads, HeadDim).transpose(1, 2);   // [B, H, T, D]
+        var k = _kProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        var v = _vProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
+        if (cache is not null)
+            (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache
+        var attended = GroupedScaledDotProduct(q, k, v, mask, causal);               // [B, H, T, D]
+        var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
+        return _oProj.forward(merged).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// softmax(q·kᵀ/√d)·v for query heads [B, H, T, D] over grouped keys/values [B, Hkv, S, D], where query head h
+    /// uses key/value head h / (H / Hkv). K and V are read in place, never repeated per query head.
+    /// </summary>
+    /// <param name="query">[B, H, T, D]</param>
+    /// <param name="key">[B, Hkv, S, D]</param>
+    /// <param name="value">[B, Hkv, S, D]</param>
+    /// <param name="mask">Optional boolean mask broadcastable to [B, 1, T, S]; when given, <paramref name="causal"/> is ignored.</param>
+    /// <param name="causal">Bottom-right causal: query t sees keys up to S - T + t.</param>
+    /// <returns>[B, H, T, D]</returns>
+    public static Tensor GroupedScaledDotProduct(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
+    {
+        long b = query.shape[0], heads = query.shape[1], t = query.shape[2], d = query.shape[3];
+        long kvHeads = key.shape[1], s = key.shape[2];
+        long group = heads / kvHeads;
+        using var scope = NewDisposeScope();
+        bool topLeftCausalIsRight = causal && mask is null && t == s; // SDPA's is_causal is top-left aligned
+        if (causal && mask is null && t > 1 && t != s)
+            mask = AttentionMask.Causal(t, s, query.device);
+
+        Tensor output;
+        if (group == 1)
+        {
+            output = nn.functional.scaled_dot_product_attention(query, key, value, mask, is_casual: topLeftCausalIsRight);
+        }
+        else if (t == 1)
+        {
+            // Decode: the group's query heads become the query length of one SDPA call per KV head.
+            var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
+            output = nn.functional.scaled_dot_product_attention(folded, key, value, mask)      // mask [B,1,1,S] broadcasts over G
+                .view(b, heads, 1, d);                                                         // [B, H, 1, D]
+        }
+        else
+        {
+            // Prefill: member g of every group attends to its group's K/V; K/V are shared, not copied.
+            var grouped = query.reshape(b, kvHeads, group, t, d);                              // [B, Hkv, G, T, D]
+            var members = new Tensor[group];
+            for (int g = 0; g < group; g++)
+                members[g] = nn.functional.scaled_dot_product_attention(
+                    grouped.select(2, g), key, value, mask, is_casual: topLeftCausalIsRight);  // [B, Hkv, T, D]
+            output = stack(members, 2).view(b, heads, t, d);                                   // [B, H, T, D]
+        }
+        return output.MoveToOuterDisposeScope();
+    }
+
+    private void CheckInput(Tensor x)
+    {
+        Guard.Rank(x, 3, nameof(x), "[batch, tokens, hidden]");
+        if (x.shape[2] != HiddenSize)
+            throw new ArgumentException($"x must be [batch, tokens, {HiddenSize}], but has shape {Guard.Shape(x)}.", nameof(x));
+        if (x.shape[0] == 0 || x.shape[1] == 0)
+            throw new ArgumentException($"x must hold at least one token, but has shape {Guard.Shape(x)}.", nameof(x));
+        Guard.FloatingPoint(x, nameof(x));
+        using var scope = NewDisposeScope(); // TorchSharp's weight getter may hand out a fresh native handle
+        var w = _qProj.weight!;
+        Guard.SameDevice(x, w.device, nameof(x));
+        Guard.SameDtype(x, w.dtype, nameof(x));
+    }
+
+    private static DecoderConfig Validated(DecoderConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return config.Validate();
+    }
+}

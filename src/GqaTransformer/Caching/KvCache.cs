@@ -1,0 +1,219 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// The key/value cache of a decoder, explicit and passed into every forward. For each layer it preallocates K and V
+/// of shape [batch, numKvHeads, capacity, headDim]: its size follows the number of key/value heads, never the
+/// number of query heads, so a GQA model with 8 KV heads for 32 query heads needs a quarter of an MHA cache.
+/// Tokens are written in place at <see cref="Length"/>; the cache never grows or reallocates.
+/// </summary>
+/// <remarks>
+/// The cache owns its tensors (they live outside any caller's dispose scope) until <see cref="Dispose"/>.
+/// A write that does not fit is rejected before anything is written, so the cache keeps its contents.
+/// </remarks>
+public sealed class KvCache : IDisposable
+{
+    private readonly Tensor[] _keys;   // per layer [B, Hkv, Capacity, D]
+    private readonly Tensor[] _values; // per layer [B, Hkv, Capacity, D]
+    private bool _disposed;
+
+    /// <summary>Allocates a cache for <paramref name="config"/>.</summary>
+    /// <param name="config">The model's config (layers, KV heads and head size are taken from it).</param>
+    /// <param name="batchSize">Number of sequences decoded together.</param>
+    /// <param name="capacity">Most tokens per sequence the cache can hold (prompt plus generated).</param>
+    /// <param name="dtype">Element type; must equal the model's dtype. Default float32.</param>
+    /// <param name="device">Device; must equal the model's device. Default CPU.</param>
+    public KvCache(DecoderConfig config, int batchSize, int capacity, ScalarType dtype = ScalarType.Float32, Device? device = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Guard.Positive(batchSize, nameof(batchSize));
+        Guard.Positive(capacity, nameof(capacity));
+        if (!Guard.IsFloatingPoint(dtype))
+            throw new ArgumentException($"dtype must be a floating-point type, but was {dtype}.", nameof(dtype));
+        Config = config;
+        BatchSize = batchSize;
+        Capacity = capacity;
+        Dtype = dtype;
+        Device = device ?? CPU;
+        _keys = new Tensor[config.NumHiddenLayers];
+        _values = new Tensor[config.NumHiddenLayers];
+        try
+        {
+            for (int layer = 0; layer < config.NumHiddenLayers; layer++)
+            {
+                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, capacity, config.HeadDim], dtype, Device).DetachFromDisposeScope();
+                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, capacity, config.HeadDim], dtype, Device).DetachFromDisposeScope();
+            }
+        }
+        catch
+        {
+            DisposeTensors();
+            throw;
+        }
+    }
+
+    /// <summary>The config the cache was made for.</summary>
+    public DecoderConfig Config { get; }
+
+    /// <summary>Number of sequences.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Most tokens per sequence the cache can hold.</summary>
+    public int Capacity { get; }
+
+    /// <summary>Tokens written and committed so far (the same for every sequence of the batch).</summary>
+    public int Length { get; private set; }
+
+    /// <summary>Element type of the cached keys and values.</summary>
+    public ScalarType Dtype { get; }
+
+    /// <summary>Device the cache lives on.</summary>
+    public Device Device { get; }
+
+    /// <summary>Bytes held: exactly 2 · layers · batch · kvHeads · capacity · headDim · element size.</summary>
+    public long SizeInBytes => EstimateBytes(Config, BatchSize, Capacity, Dtype);
+
+    /// <summary>Every tensor the cache owns (K then V for each layer), for inspection.</summary>
+    public IEnumerable<Tensor> Tensors
+    {
+        get
+        {
+            ThrowIfDisposed();
+            for (int layer = 0; layer < _keys.Length; layer++)
+            {
+                yield return _keys[layer];
+                yield return _values[layer];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Bytes a cache for <paramref name="tokens"/> tokens would take:
+    /// 2 (K and V) · layers · batch · kvHeads · tokens · headDim · element size. Nothing is allocated.
+    /// </summary>
+    public static long EstimateBytes(DecoderConfig config, int batchSize, long tokens, ScalarType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
+        if (tokens < 0) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "tokens must not be negative.");
+        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * tokens * config.HeadDim * ElementSize(dtype);
+    }
+
+    /// <summary>Size in bytes of one element of <paramref name="dtype"/>.</summary>
+    public static int ElementSize(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float64 or ScalarType.Int64 or ScalarType.ComplexFloat32 => 8,
+        ScalarType.Float32 or ScalarType.Int32 => 4,
+        ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => 2,
+        ScalarType.Int8 or ScalarType.Byte or ScalarType.Bool => 1,
+        ScalarType.ComplexFloat64 => 16,
+        _ => throw new ArgumentException($"dtype {dtype} has no known element size.", nameof(dtype)),
+    };
+
+    /// <summary>The committed keys and values of <paramref name="layer"/>: views [B, Hkv, Length, D], not copies.</summary>
+    public (Tensor Keys, Tensor Values) Layer(int layer)
+    {
+        ThrowIfDisposed();
+        if (layer < 0 || layer >= _keys.Length)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
+        return (_keys[layer].narrow(2, 0, Length), _values[layer].narrow(2, 0, Length));
+    }
+
+    /// <summary>Forgets every token (the memory stays allocated and is reused).</summary>
+    public void Reset()
+    {
+        ThrowIfDisposed();
+        Length = 0;
+    }
+
+    /// <summary>
+    /// Commits <paramref name="tokens"/> tokens written by every layer since the last commit. <see cref="DecoderModel"/>
+    /// calls this after each forward; call it yourself only when driving <see cref="MultiHeadAttention"/> directly.
+    /// </summary>
+    public void Advance(int tokens)
+    {
+        EnsureRoom(tokens);
+        Length += tokens;
+    }
+
+    /// <summary>Throws, changing nothing, unless <paramref name="tokens"/> more tokens fit.</summary>
+    internal void EnsureRoom(long tokens)
+    {
+        ThrowIfDisposed();
+        if (tokens < 0)
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "tokens must not be negative.");
+        if (Length + tokens > Capacity)
+            throw new InvalidOperationException(
+                $"The KV cache holds {Length} of {Capacity} tokens; {tokens} more do not fit. Create the cache with a larger capacity or call Reset().");
+    }
+
+    /// <summary>Throws unless this cache fits a model of <paramref name="config"/> fed <paramref name="batchSize"/> sequences.</summary>
+    internal void EnsureCompatible(DecoderConfig config, long batchSize, ScalarType dtype, Device device)
+    {
+        ThrowIfDisposed();
+        if (config.NumHiddenLayers != Config.NumHiddenLayers || config.NumKeyValueHeads != Config.NumKeyValueHeads || config.HeadDim != Config.HeadDim)
+            throw new ArgumentException(
+                $"The cache was made for {Config.NumHiddenLayers} layers × {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the model has {config.NumHiddenLayers} × {config.NumKeyValueHeads} × {config.HeadDim}.",
+                "cache");
+        EnsureCompatibleLayer(0, config.NumKeyValueHeads, config.HeadDim, batchSize, dtype, device);
+    }
+
+    /// <summary>Throws unless layer <paramref name="layer"/> of this cache fits an attention of the given shape.</summary>
+    internal void EnsureCompatibleLayer(int layer, int kvHeads, int headDim, long batchSize, ScalarType dtype, Device device)
+    {
+        ThrowIfDisposed();
+        if (layer < 0 || layer >= _keys.Length)
+            throw new ArgumentException($"The attention uses cache layer {layer}, but the cache has {_keys.Length} layers.", "cache");
+        if (kvHeads != Config.NumKeyValueHeads || headDim != Config.HeadDim)
+            throw new ArgumentException(
+                $"The cache holds {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the attention has {kvHeads} × {headDim}.", "cache");
+        if (batchSize != BatchSize)
+            throw new ArgumentException($"The cache was made for batch size {BatchSize}, but the input has batch size {batchSize}.", "cache");
+        if (dtype != Dtype)
+            throw new ArgumentException($"The cache holds {Dtype}, but the model computes in {dtype}. Create the cache with dtype {dtype}.", "cache");
+        if (device.type != Device.type || device.type != DeviceType.CPU && device.index != Device.index)
+            throw new ArgumentException($"The cache is on {Device}, but the model is on {device}.", "cache");
+    }
+
+    /// <summary>
+    /// Writes keys and values [B, Hkv, T, D] of one layer at positions [Length, Length + T) and returns views of
+    /// everything that layer now holds, [B, Hkv, Length + T, D]. <see cref="Length"/> does not move until
+    /// <see cref="Advance"/>.
+    /// </summary>
+    internal (Tensor Keys, Tensor Values) Write(int layer, Tensor keys, Tensor values)
+    {
+        ThrowIfDisposed();
+        if (layer < 0 || layer >= _keys.Length)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
+        var slot = _keys[layer];
+        if (keys.dim() != 4 || keys.shape[0] != slot.shape[0] || keys.shape[1] != slot.shape[1] || keys.shape[3] != slot.shape[3]
+            || !keys.shape.SequenceEqual(values.shape))
+            throw new ArgumentException(
+                $"keys and values must be [{slot.shape[0]}, {slot.shape[1]}, T, {slot.shape[3]}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
+                nameof(keys));
+        EnsureRoom(keys.shape[2]);
+        long tokens = keys.shape[2];
+        _keys[layer].narrow(2, Length, tokens).copy_(keys);
+        _values[layer].narrow(2, Length, tokens).copy_(values);
+        return (_keys[layer].narrow(2, 0, Length + tokens), _values[layer].narrow(2, 0, Length + tokens));
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private void DisposeTensors()
+    {
+        foreach (var t in _keys) t?.Dispose();
+        foreach (var t in _values) t?.Dispose();
+    }
+
+    /// <summary>Frees the cache's native memory.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        DisposeTensors();
+    }
+}

@@ -1,0 +1,36 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>The gated feed-forward block of Llama-style models: <c>down(silu(gate(x)) * up(x))</c>.</summary>
+public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "gate_proj")] private readonly Linear _gateProj;
+    [ComponentName(Name = "up_proj")] private readonly Linear _upProj;
+    [ComponentName(Name = "down_proj")] private readonly Linear _downProj;
+
+    /// <summary>Creates the block with HF's parameter names <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>.</summary>
+    /// <param name="hiddenSize">Width of the input and output.</param>
+    /// <param name="intermediateSize">Inner width.</param>
+    /// <param name="name">Module name.</param>
+    public SwiGluMlp(int hiddenSize, int intermediateSize, string name = "mlp") : base(name)
+    {
+        Guard.Positive(hiddenSize, nameof(hiddenSize));
+        Guard.Positive(intermediateSize, nameof(intermediateSize));
+        _gateProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false);
+        _upProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false);
+        _downProj = nn.Linear(intermediateSize, hiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>x: [..., hidden] → [..., hidden].</summary>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var gated = nn.functional.silu(_gateProj.forward(x)).mul_(_upProj.forward(x)); // [..., intermediate]
+        return _downProj.forward(gated).MoveToOuterDisposeScope();
+    }
+}

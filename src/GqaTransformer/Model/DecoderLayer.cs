@@ -1,0 +1,51 @@
+using TorchSharp;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// One pre-norm decoder block: <c>h = x + attn(norm1(x)); return h + mlp(norm2(h))</c>. Parameter names are HF's:
+/// <c>input_layernorm</c>, <c>self_attn</c>, <c>post_attention_layernorm</c>, <c>mlp</c>.
+/// </summary>
+public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "input_layernorm")] private readonly RmsNorm _inputNorm;
+    [ComponentName(Name = "self_attn")] private readonly MultiHeadAttention _attention;
+    [ComponentName(Name = "post_attention_layernorm")] private readonly RmsNorm _postAttentionNorm;
+    [ComponentName(Name = "mlp")] private readonly SwiGluMlp _mlp;
+
+    /// <summary>Creates layer <paramref name="layerIndex"/> of a model described by <paramref name="config"/>.</summary>
+    public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer") : base(name)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        _inputNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "input_layernorm");
+        _attention = new MultiHeadAttention(config, layerIndex);
+        _postAttentionNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "post_attention_layernorm");
+        _mlp = new SwiGluMlp(config.HiddenSize, config.IntermediateSize);
+        RegisterComponents();
+    }
+
+    /// <summary>The layer's attention.</summary>
+    public MultiHeadAttention Attention => _attention;
+
+    /// <summary>Causal self-attention block over x [B, T, hidden] at positions 0..T-1, no cache.</summary>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = x + _attention.forward(_inputNorm.forward(x));
+        return (h + _mlp.forward(_postAttentionNorm.forward(h))).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The block over x [B, T, hidden] with RoPE tables [B, T, headDim], an optional mask [B, 1, T, S] and an
+    /// optional cache (see <see cref="MultiHeadAttention.forward(Tensor, Tensor, Tensor, Tensor?, KvCache?)"/>).
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var h = x + _attention.forward(_inputNorm.forward(x), cos, sin, mask, cache);
+        return (h + _mlp.forward(_postAttentionNorm.forward(h))).MoveToOuterDisposeScope();
+    }
+}

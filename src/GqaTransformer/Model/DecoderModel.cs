@@ -1,0 +1,165 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// A decoder-only language model in the Llama layout (also Mistral and Qwen2): token embedding, a stack of
+/// <see cref="DecoderLayer"/>s, a final <see cref="RmsNorm"/> and the <c>lm_head</c>. Its state-dict keys are
+/// HuggingFace's (<c>model.embed_tokens.weight</c>, <c>model.layers.0.self_attn.q_proj.weight</c>, …,
+/// <c>lm_head.weight</c>), so hub checkpoints load by name. The KV cache is explicit:
+/// <c>logits = model.forward(ids, cache)</c> serves prefill (many tokens) and decode (one token) alike.
+/// </summary>
+public sealed class DecoderModel : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "model")] private readonly DecoderStack _model;
+    [ComponentName(Name = "lm_head")] private readonly Linear? _lmHead;
+
+    /// <summary>Creates a randomly initialised model for <paramref name="config"/>.</summary>
+    public DecoderModel(DecoderConfig config, string name = "decoder") : base(name)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config.Validate();
+        _model = new DecoderStack(config);
+        _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>The config the model was built from.</summary>
+    public DecoderConfig Config { get; }
+
+    /// <summary>The decoder layers, in order.</summary>
+    public IReadOnlyList<DecoderLayer> Layers => _model.Layers;
+
+    /// <summary>Element type of the model's parameters.</summary>
+    public ScalarType Dtype
+    {
+        get
+        {
+            using var scope = NewDisposeScope(); // TorchSharp's weight getter may hand out a fresh native handle
+            return _model.EmbedTokens.weight!.dtype;
+        }
+    }
+
+    /// <summary>Device of the model's parameters.</summary>
+    public Device Device
+    {
+        get
+        {
+            using var scope = NewDisposeScope();
+            return _model.EmbedTokens.weight!.device;
+        }
+    }
+
+    /// <summary>Creates a <see cref="KvCache"/> on this model's device and dtype.</summary>
+    public KvCache CreateCache(int batchSize, int capacity) => new(Config, batchSize, capacity, Dtype, Device);
+
+    /// <summary>Logits [B, T, vocab] for token ids [B, T] at positions 0..T-1, no cache.</summary>
+    public override Tensor forward(Tensor inputIds) => forward(inputIds, cache: null);
+
+    /// <summary>
+    /// Logits for <paramref name="inputIds"/> [B, T] that follow the cache's committed tokens. With a cache, the
+    /// tokens' keys and values are written into it and committed (its Length grows by T) once the forward succeeds;
+    /// if it throws, the cache is left as it was.
+    /// </summary>
+    /// <param name="inputIds">Token ids [B, T], int64 (int32 accepted), each in [0, vocab).</param>
+    /// <param name="cache">Optional KV cache from <see cref="CreateCache"/>; null attends within inputIds only.</param>
+    /// <param name="attentionMask">Optional [B, past + T] mask, 1 for tokens and 0 for padding, as in transformers.</param>
+    /// <param name="positionIds">Optional [B, T] positions; default past..past+T-1 for every row, as in transformers.</param>
+    /// <param name="lastTokenOnly">Return logits of the last position only ([B, 1, vocab]); saves the lm_head over the prompt.</param>
+    /// <returns>Logits [B, T, vocab] (or [B, 1, vocab]) in the model's dtype.</returns>
+    public Tensor forward(Tensor inputIds, KvCache? cache, Tensor? attentionMask = null, Tensor? positionIds = null, bool lastTokenOnly = false)
+    {
+        long past = cache?.Length ?? 0;
+        var (batch, tokens) = CheckInputs(inputIds, cache, attentionMask, positionIds, past);
+        using var scope = NewDisposeScope();
+        using var noGrad = cache is not null ? no_grad() : null;
+        var ids = inputIds.dtype == ScalarType.Int64 ? inputIds : inputIds.to(ScalarType.Int64);
+        positionIds ??= arange(past, past + tokens, ScalarType.Int64, Device).unsqueeze(0).expand(batch, -1); // [B, T]
+        var mask = AttentionMask.Build(tokens, past, attentionMask, Config.SlidingWindow, Device); // [B, 1, T, S] or null
+
+        var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
+        if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
+        var logits = _lmHead is null
+            ? nn.functional.linear(hidden, _model.EmbedTokens.weight!)              // tied: [B, T, vocab]
+            : _lmHead.forward(hidden);                                              // [B, T, vocab]
+        cache?.Advance((int)tokens);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past)
+    {
+        Guard.Rank(inputIds, 2, nameof(inputIds), "[batch, tokens]");
+        if (inputIds.dtype != ScalarType.Int64 && inputIds.dtype != ScalarType.Int32)
+            throw new ArgumentException($"inputIds must hold int64 (or int32) token ids, but has dtype {inputIds.dtype}.", nameof(inputIds));
+        long batch = inputIds.shape[0], tokens = inputIds.shape[1];
+        if (batch == 0 || tokens == 0)
+            throw new ArgumentException($"inputIds must hold at least one token, but has shape {Guard.Shape(inputIds)}.", nameof(inputIds));
+        Guard.SameDevice(inputIds, Device, nameof(inputIds));
+        using (NewDisposeScope())
+        using (no_grad())
+        {
+            long min = inputIds.min().item<long>(), max = inputIds.max().item<long>();
+            if (min < 0 || max >= Config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(inputIds),
+                    $"inputIds must be token ids in [0, {Config.VocabSize}), but range from {min} to {max}.");
+        }
+        if (cache is not null)
+        {
+            cache.EnsureCompatible(Config, batch, Dtype, Device);
+            cache.EnsureRoom(tokens);
+        }
+        if (attentionMask is not null)
+        {
+            Guard.Rank(attentionMask, 2, nameof(attentionMask), "[batch, past + tokens]");
+            if (attentionMask.shape[0] != batch || attentionMask.shape[1] != past + tokens)
+                throw new ArgumentException(
+                    $"attentionMask must be [{batch}, {past + tokens}] (cached plus new tokens), but has shape {Guard.Shape(attentionMask)}.", nameof(attentionMask));
+            Guard.SameDevice(attentionMask, Device, nameof(attentionMask));
+        }
+        if (positionIds is not null)
+        {
+            Guard.Rank(positionIds, 2, nameof(positionIds), "[batch, tokens]");
+            if (positionIds.shape[0] != batch || positionIds.shape[1] != tokens)
+                throw new ArgumentException($"positionIds must be [{batch}, {tokens}], but has shape {Guard.Shape(positionIds)}.", nameof(positionIds));
+            if (positionIds.dtype != ScalarType.Int64 && positionIds.dtype != ScalarType.Int32)
+                throw new ArgumentException($"positionIds must be int64 or int32, but has dtype {positionIds.dtype}.", nameof(positionIds));
+            Guard.SameDevice(positionIds, Device, nameof(positionIds));
+        }
+        return (batch, tokens);
+    }
+
+    /// <summary>HF's inner <c>model</c>: embedding, layers, final norm and the shared RoPE tables.</summary>
+    private sealed class DecoderStack : nn.Module
+    {
+        [ComponentName(Name = "embed_tokens")] private readonly Embedding _embedTokens;
+        [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
+        [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
+        [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
+
+        public DecoderStack(DecoderConfig config) : base("model")
+        {
+            _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize);
+            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i)).ToArray());
+            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps);
+            _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling);
+            RegisterComponents();
+        }
+
+        public Embedding EmbedTokens => _embedTokens;
+
+        public IReadOnlyList<DecoderLayer> Layers => _layers.ToArray();
+
+        public Tensor forward(Tensor ids, Tensor positionIds, Tensor? mask, KvCache? cache)
+        {
+            using var scope = NewDisposeScope();
+            var h = _embedTokens.forward(ids);                      // [B, T, hidden]
+            var (cos, sin) = _rotary.forward(positionIds, h.dtype); // [B, T, headDim] each
+            foreach (var layer in _layers)
+                h = layer.forward(h, cos, sin, mask, cache);
+            return _norm.forward(h).MoveToOuterDisposeScope();
+        }
+    }
+}

@@ -1,0 +1,112 @@
+using FluentAssertions;
+using GqaTransformer;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Tests;
+
+public class MultiHeadAttentionTests
+{
+    [Theory]
+    [InlineData(1, 5, 32, 4, true)]
+    [InlineData(2, 7, 64, 8, true)]
+    [InlineData(3, 16, 48, 6, true)]
+    [InlineData(2, 7, 64, 8, false)]
+    [InlineData(1, 1, 32, 2, true)]
+    [InlineData(2, 9, 96, 3, false)]
+    public void Mha_equals_textbook_multi_head_attention(int batch, int tokens, int hidden, int heads, bool causal)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(11);
+        using var attention = new MultiHeadAttention(hiddenSize: hidden, numHeads: heads, numKvHeads: heads);
+        var x = randn(batch, tokens, hidden);
+        var actual = attention.forward(x, causal);
+        var expected = TextbookAttention.Compute(attention.state_dict(), x, heads, heads, hidden / heads, causal);
+        actual.shape.Should().Equal(batch, tokens, hidden);
+        Tiny.MaxAbsDiff(actual, expected).Should().BeLessThan(1e-5);
+    }
+
+    [Theory]
+    [InlineData(8, 2, true)]
+    [InlineData(8, 1, false)]
+    [InlineData(6, 3, true)]
+    public void Gqa_equals_textbook_grouped_attention(int heads, int kvHeads, bool causal)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(12);
+        using var attention = new MultiHeadAttention(hiddenSize: 48, numHeads: heads, numKvHeads: kvHeads);
+        var x = randn(2, 10, 48);
+        var expected = TextbookAttention.Compute(attention.state_dict(), x, heads, kvHeads, 48 / heads, causal);
+        Tiny.MaxAbsDiff(attention.forward(x, causal), expected).Should().BeLessThan(1e-5);
+    }
+
+    [Theory]
+    [InlineData(2)] // heads / 2
+    [InlineData(4)] // heads / 4
+    [InlineData(8)] // MQA: one KV head
+    public void Gqa_equals_mha_whose_kv_weights_repeat_each_group(int groupSize)
+    {
+        using var scope = NewDisposeScope();
+        const int heads = 8, hidden = 64, headDim = 8;
+        int kvHeads = heads / groupSize;
+        manual_seed(13);
+        using var gqa = new MultiHeadAttention(hidden, heads, kvHeads);
+        using var mha = new MultiHeadAttention(hidden, heads, heads);
+        LoadRepeated(gqa, mha, groupSize, headDim);
+
+        var x = randn(2, 11, hidden);
+        Tiny.MaxAbsDiff(gqa.forward(x), mha.forward(x)).Should().BeLessThan(1e-5, "prefill, causal");
+        Tiny.MaxAbsDiff(gqa.forward(x, causal: false), mha.forward(x, causal: false)).Should().BeLessThan(1e-5, "no mask");
+
+        // And through a cache: prefill 6 tokens, then decode one at a time.
+        var config = Tiny.Config(heads, kvHeads, hidden, headDim, layers: 1);
+        var mhaConfig = config with { NumKeyValueHeads = heads };
+        using var gqaCache = new KvCache(config, 2, 16);
+        using var mhaCache = new KvCache(mhaConfig, 2, 16);
+        foreach (var (start, length) in new[] { (0, 6), (6, 1), (7, 1), (8, 3) })
+        {
+            var chunk = x.narrow(1, start, length);
+            var positions = arange(start, start + length).unsqueeze(0).expand(2, -1);
+            using var rope = new RotaryEmbedding(headDim);
+            var (cos, sin) = rope.forward(positions, ScalarType.Float32);
+            var fromGqa = gqa.forward(chunk, cos, sin, null, gqaCache);
+            var fromMha = mha.forward(chunk, cos, sin, null, mhaCache);
+            gqaCache.Advance(length);
+            mhaCache.Advance(length);
+            Tiny.MaxAbsDiff(fromGqa, fromMha).Should().BeLessThan(1e-5, $"cached chunk at {start}");
+        }
+    }
+
+    [Fact]
+    public void Grouped_attention_reads_kv_in_place_without_copying_it_per_query_head()
+    {
+        // A KV cache view that is not contiguous in the head/batch dimensions must go into attention as it is:
+        // the result equals attention over an explicitly repeated copy.
+        using var scope = NewDisposeScope();
+        manual_seed(14);
+        var q = randn(2, 8, 3, 16);
+        var storage = randn(2, 2, 32, 16);
+        var k = storage.narrow(2, 0, 20);
+        var v = randn(2, 2, 32, 16).narrow(2, 0, 20);
+        var grouped = MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true);
+        var repeated = MultiHeadAttention.GroupedScaledDotProduct(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), null, causal: true);
+        Tiny.MaxAbsDiff(grouped, repeated).Should().BeLessThan(1e-6);
+    }
+
+    internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var source = gqa.state_dict();
+        var target = mha.state_dict();
+        target["q_proj.weight"].copy_(source["q_proj.weight"]);
+        target["o_proj.weight"].copy_(source["o_proj.weight"]);
+        foreach (var name in new[] { "k_proj.weight", "v_proj.weight" })
+        {
+            var w = source[name];                                     // [Hkv·D, hidden]
+            var perHead = w.view(-1, headDim, w.shape[1]);            // [Hkv, D, hidden]
+            target[name].copy_(perHead.repeat_interleave(groupSize, 0).reshape(-1, w.shape[1]));
+        }
+    }
+}
