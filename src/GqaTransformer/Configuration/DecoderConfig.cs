@@ -8,7 +8,7 @@ namespace GqaTransformer;
 /// their JSON names are exactly those of HuggingFace's <c>config.json</c>, so a hub config deserialises directly.
 /// Every module validates the config it is given once, at construction (<see cref="Validate"/>).
 /// </summary>
-public sealed record DecoderConfig
+public sealed partial record DecoderConfig
 {
     private readonly int? _numKeyValueHeads;
     private readonly int? _headDim;
@@ -70,6 +70,9 @@ public sealed record DecoderConfig
     /// <summary>Mistral's <c>sliding_window</c>: a query attends only to the last this-many keys. Null: full attention.</summary>
     [JsonPropertyName("sliding_window")] public int? SlidingWindow { get; init; }
 
+    /// <summary>HF <c>torch_dtype</c>: the dtype the checkpoint was saved in (informational).</summary>
+    [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; init; }
+
     /// <summary>Token id that begins a sequence (<c>bos_token_id</c>).</summary>
     [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
 
@@ -93,6 +96,7 @@ public sealed record DecoderConfig
     /// </summary>
     public DecoderConfig Validate()
     {
+        ValidateArchitecture();
         ValidateAttentionShape(HiddenSize, NumAttentionHeads, NumKeyValueHeads, _headDim, "config");
         RequirePositive(IntermediateSize, "intermediate_size");
         RequirePositive(NumHiddenLayers, "num_hidden_layers");

@@ -27,6 +27,31 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>
+    /// Loads a HuggingFace checkpoint directory: <c>config.json</c> and <c>model.safetensors</c> (or the shards listed
+    /// in <c>model.safetensors.index.json</c>). Llama, Mistral and Qwen2 families. Weights stream tensor by tensor
+    /// into the model, converted to <paramref name="dtype"/> (float32, bfloat16 or float16; the file's own dtype does
+    /// not matter). Every key and shape is checked against the file headers before any weight is read; on any error
+    /// nothing is returned.
+    /// </summary>
+    /// <param name="directory">The checkpoint directory.</param>
+    /// <param name="dtype">Element type of the model. Default float32.</param>
+    /// <param name="device">Device of the model. Default CPU.</param>
+    /// <exception cref="DirectoryNotFoundException">No such directory.</exception>
+    /// <exception cref="FileNotFoundException">config.json, the weights or a listed shard is missing.</exception>
+    /// <exception cref="InvalidDataException">A corrupt or truncated file, a missing, unexpected or misshapen tensor.</exception>
+    /// <exception cref="NotSupportedException">An architecture, model type or RoPE type this library does not run.</exception>
+    public static DecoderModel FromPretrained(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        => PretrainedCheckpoint.Load(directory, dtype, device ?? CPU);
+
+    /// <summary>
+    /// Writes the model as a HuggingFace checkpoint: <c>config.json</c> (classic layout) and <c>model.safetensors</c>,
+    /// or shards of at most <paramref name="maxShardBytes"/> with <c>model.safetensors.index.json</c>.
+    /// transformers' <c>from_pretrained</c> loads it, and <see cref="FromPretrained"/> reads it back bit for bit.
+    /// </summary>
+    public void SavePretrained(string directory, long maxShardBytes = 5_000_000_000)
+        => PretrainedCheckpoint.Save(this, directory, maxShardBytes);
+
     /// <summary>The config the model was built from.</summary>
     public DecoderConfig Config { get; }
 

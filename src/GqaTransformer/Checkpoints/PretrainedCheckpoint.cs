@@ -1,0 +1,208 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>Reads and writes HuggingFace-layout checkpoint directories (config.json + safetensors, sharded or not).</summary>
+internal static class PretrainedCheckpoint
+{
+    public const string ConfigFile = "config.json";
+    public const string SingleFile = "model.safetensors";
+    public const string IndexFile = "model.safetensors.index.json";
+
+    public static DecoderModel Load(string directory, ScalarType dtype, Device device)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (!Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
+        if (!Guard.IsFloatingPoint(dtype))
+            throw new ArgumentException($"dtype must be a floating-point type, but was {dtype}.", nameof(dtype));
+        var config = DecoderConfig.FromFile(Path.Combine(directory, ConfigFile));
+
+        var files = OpenWeightFiles(directory);
+        DecoderModel? model = null;
+        try
+        {
+            var sources = IndexTensors(files);
+            model = Construct(config, dtype);
+            var parameters = model.state_dict();
+            CheckKeysAndShapes(directory, config, sources, parameters);
+
+            using (no_grad())
+                foreach (var (name, target) in parameters)
+                {
+                    var (file, _) = sources[name];
+                    using var loaded = file.Read(name, dtype);
+                    target.copy_(loaded);
+                }
+            if (device.type != DeviceType.CPU) model.to(device);
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model?.Dispose();
+            throw;
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
+        }
+    }
+
+    public static void Save(DecoderModel model, string directory, long maxShardBytes)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (maxShardBytes <= 0)
+            throw new ArgumentOutOfRangeException(nameof(maxShardBytes), maxShardBytes, "maxShardBytes must be positive.");
+        Directory.CreateDirectory(directory);
+        (model.Config with { TorchDtype = DtypeName(model.Dtype), Architectures = model.Config.Architectures ?? [ArchitectureOf(model.Config)] })
+            .Save(Path.Combine(directory, ConfigFile));
+
+        var metadata = new Dictionary<string, string> { ["format"] = "pt" };
+        var tensors = model.state_dict().OrderBy(p => p.Key, StringComparer.Ordinal).ToList();
+        var shards = new List<List<KeyValuePair<string, Tensor>>> { new() };
+        long shardBytes = 0, totalBytes = 0;
+        foreach (var pair in tensors)
+        {
+            long bytes = pair.Value.numel() * KvCache.ElementSize(pair.Value.dtype);
+            if (shards[^1].Count > 0 && shardBytes + bytes > maxShardBytes)
+            {
+                shards.Add([]);
+                shardBytes = 0;
+            }
+            shards[^1].Add(pair);
+            shardBytes += bytes;
+            totalBytes += bytes;
+        }
+        File.Delete(Path.Combine(directory, IndexFile));
+        if (shards.Count == 1)
+        {
+            SafetensorsFile.Save(Path.Combine(directory, SingleFile), shards[0], metadata);
+            return;
+        }
+        File.Delete(Path.Combine(directory, SingleFile));
+        var weightMap = new JsonObject();
+        for (int i = 0; i < shards.Count; i++)
+        {
+            string name = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
+            SafetensorsFile.Save(Path.Combine(directory, name), shards[i], metadata);
+            foreach (var (key, _) in shards[i]) weightMap[key] = name;
+        }
+        var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = totalBytes }, ["weight_map"] = weightMap };
+        File.WriteAllText(Path.Combine(directory, IndexFile), index.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private static List<SafetensorsFile> OpenWeightFiles(string directory)
+    {
+        string indexPath = Path.Combine(directory, IndexFile);
+        var names = new List<string>();
+        if (File.Exists(indexPath))
+        {
+            JsonObject? map;
+            try
+            {
+                map = JsonNode.Parse(File.ReadAllText(indexPath))?["weight_map"] as JsonObject;
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"'{indexPath}' is not valid JSON: {e.Message}", e);
+            }
+            if (map is null)
+                throw new InvalidDataException($"'{indexPath}' has no weight_map object.");
+            names.AddRange(map.Select(p => p.Value?.GetValue<string>() ?? throw new InvalidDataException($"'{indexPath}' maps '{p.Key}' to no file.")).Distinct());
+            foreach (var name in names)
+                if (!File.Exists(Path.Combine(directory, name)))
+                    throw new FileNotFoundException($"Shard '{name}' listed in '{indexPath}' does not exist.", Path.Combine(directory, name));
+        }
+        else if (File.Exists(Path.Combine(directory, SingleFile)))
+        {
+            names.Add(SingleFile);
+        }
+        else
+        {
+            string hint = File.Exists(Path.Combine(directory, "pytorch_model.bin"))
+                ? " Only safetensors weights are supported; convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True)."
+                : "";
+            throw new FileNotFoundException($"'{directory}' holds neither {SingleFile} nor {IndexFile}.{hint}", Path.Combine(directory, SingleFile));
+        }
+
+        var files = new List<SafetensorsFile>();
+        try
+        {
+            foreach (var name in names) files.Add(SafetensorsFile.Open(Path.Combine(directory, name)));
+        }
+        catch
+        {
+            foreach (var file in files) file.Dispose();
+            throw;
+        }
+        return files;
+    }
+
+    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(List<SafetensorsFile> files)
+    {
+        var sources = new Dictionary<string, (SafetensorsFile, SafetensorsEntry)>(StringComparer.Ordinal);
+        foreach (var file in files)
+            foreach (var (name, entry) in file.Entries)
+                if (!sources.TryAdd(name, (file, entry)))
+                    throw new InvalidDataException($"Tensor '{name}' appears in both '{sources[name].Item1.Path}' and '{file.Path}'.");
+        return sources;
+    }
+
+    private static void CheckKeysAndShapes(string directory, DecoderConfig config,
+        Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> sources, Dictionary<string, Tensor> parameters)
+    {
+        bool Ignorable(string key) => key.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+            || key == "lm_head.weight" && config.TieWordEmbeddings;
+        var missing = parameters.Keys.Where(k => !sources.ContainsKey(k)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException(
+                $"The checkpoint in '{directory}' lacks {missing.Count} tensor(s) the model needs: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", ..." : "")}.");
+        var unexpected = sources.Keys.Where(k => !parameters.ContainsKey(k) && !Ignorable(k)).ToList();
+        if (unexpected.Count > 0)
+            throw new InvalidDataException(
+                $"The checkpoint in '{directory}' holds {unexpected.Count} tensor(s) the model does not have: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? ", ..." : "")}.");
+        foreach (var (name, target) in parameters)
+        {
+            var entry = sources[name].Entry;
+            if (!entry.Shape.SequenceEqual(target.shape))
+                throw new InvalidDataException(
+                    $"Tensor '{name}' has shape [{string.Join(", ", entry.Shape)}] in '{sources[name].File.Path}', but the model expects [{string.Join(", ", target.shape)}].");
+            if (!Guard.IsFloatingPoint(entry.Dtype))
+                throw new InvalidDataException($"Tensor '{name}' in '{sources[name].File.Path}' has dtype {entry.Dtype}; weights must be F32, F16, BF16 or F64.");
+        }
+    }
+
+    /// <summary>Builds the module directly in <paramref name="dtype"/>, so a bf16 7B model never exists in fp32.</summary>
+    private static DecoderModel Construct(DecoderConfig config, ScalarType dtype)
+    {
+        var previous = get_default_dtype();
+        set_default_dtype(dtype);
+        try
+        {
+            return new DecoderModel(config);
+        }
+        finally
+        {
+            set_default_dtype(previous);
+        }
+    }
+
+    private static string ArchitectureOf(DecoderConfig config) => config.ModelType switch
+    {
+        "mistral" => "MistralForCausalLM",
+        "qwen2" => "Qwen2ForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+
+    private static string DtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        ScalarType.Float64 => "float64",
+        _ => "float32",
+    };
+}

@@ -1,0 +1,104 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace GqaTransformer;
+
+public sealed partial record DecoderConfig
+{
+    /// <summary>The <c>model_type</c> values this library runs.</summary>
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "mistral", "qwen2"];
+
+    /// <summary>The <c>architectures</c> values this library runs.</summary>
+    public static IReadOnlyList<string> SupportedArchitectures { get; } = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+
+    private static readonly string[] s_requiredFields =
+        ["hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size"];
+
+    /// <summary>Reads a HuggingFace <c>config.json</c> file (classic or transformers-5 layout) and validates it.</summary>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">Not valid JSON, or a required field is missing.</exception>
+    /// <exception cref="NotSupportedException">An architecture, model type, activation or RoPE type this library does not run.</exception>
+    public static DecoderConfig FromFile(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"Config file '{path}' does not exist.", path);
+        try
+        {
+            return FromJson(File.ReadAllText(path));
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"'{path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Parses the text of a HuggingFace <c>config.json</c> and validates it. Accepts both layouts found on the hub:
+    /// the classic one (<c>rope_theta</c>, <c>rope_scaling</c> with <c>type</c> or <c>rope_type</c>) and the one
+    /// transformers 5 writes (<c>rope_parameters</c>).
+    /// </summary>
+    public static DecoderConfig FromJson(string json)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(json) as JsonObject ?? throw new InvalidDataException("config.json must hold a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"config.json is not valid JSON: {e.Message}", e);
+        }
+
+        foreach (var field in s_requiredFields)
+            if (root[field] is null)
+                throw new InvalidDataException($"config.json has no '{field}'.");
+        if (root["hidden_act"] is JsonValue act && act.GetValue<string>() is var activation && activation != "silu")
+            throw new NotSupportedException($"hidden_act '{activation}' is not supported; only 'silu' (SwiGLU) is.");
+        if (root["mlp_bias"] is JsonValue mlpBias && mlpBias.GetValue<bool>())
+            throw new NotSupportedException("mlp_bias = true is not supported.");
+
+        // transformers 5: rope_parameters holds rope_theta, rope_type and the scaling fields together.
+        if (root["rope_parameters"] is JsonObject parameters)
+        {
+            if (parameters["rope_theta"] is { } theta) root["rope_theta"] = theta.DeepClone();
+            var scaling = (JsonObject)parameters.DeepClone();
+            scaling.Remove("rope_theta");
+            root["rope_scaling"] = scaling;
+            root.Remove("rope_parameters");
+        }
+        // Older configs spell rope_type as "type".
+        if (root["rope_scaling"] is JsonObject classic && classic["rope_type"] is null && classic["type"] is { } type)
+            classic["rope_type"] = type.DeepClone();
+        // Qwen2 configs carry a sliding_window that applies only when use_sliding_window is true.
+        if (root["use_sliding_window"] is JsonValue use && !use.GetValue<bool>())
+            root.Remove("sliding_window");
+
+        DecoderConfig config;
+        try
+        {
+            config = root.Deserialize<DecoderConfig>() ?? throw new InvalidDataException("config.json is empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"config.json has a field of the wrong type: {e.Message}", e);
+        }
+        if (config.RopeScaling is { RopeType: "default" }) config = config with { RopeScaling = null };
+        return config.Validate();
+    }
+
+    /// <summary>Writes the config to <paramref name="path"/> in HF's classic <c>config.json</c> layout.</summary>
+    public void Save(string path) => File.WriteAllText(path, ToJson());
+
+    private void ValidateArchitecture()
+    {
+        if (!SupportedModelTypes.Contains(ModelType))
+            throw new NotSupportedException(
+                $"model_type '{ModelType}' is not supported; supported types are {string.Join(", ", SupportedModelTypes)}.");
+        foreach (var architecture in Architectures ?? [])
+            if (!SupportedArchitectures.Contains(architecture))
+                throw new NotSupportedException(
+                    $"Architecture '{architecture}' is not supported; supported architectures are {string.Join(", ", SupportedArchitectures)}.");
+    }
+}

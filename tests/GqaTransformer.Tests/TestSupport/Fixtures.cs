@@ -1,0 +1,32 @@
+using GqaTransformer;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Tests;
+
+/// <summary>Reference checkpoints and outputs written by HuggingFace transformers (see TestData/*/README.md).</summary>
+internal static class Fixtures
+{
+    public static string Root => Path.Combine(AppContext.BaseDirectory, "TestData");
+
+    public static string HfTiny(string name) => Path.Combine(Root, "hf-tiny", name);
+
+    /// <summary>Reads every tensor of an expected-outputs file.</summary>
+    public static Dictionary<string, Tensor> Expected(string directory, string file = "expected.safetensors")
+    {
+        using var reader = SafetensorsFile.Open(Path.Combine(directory, file));
+        return reader.Entries.Keys.ToDictionary(k => k, k => reader.Read(k));
+    }
+
+    /// <summary>A scratch directory removed at dispose.</summary>
+    public sealed class TempDirectory : IDisposable
+    {
+        public TempDirectory() => Directory.CreateDirectory(Path);
+
+        public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "gqa-tests-" + Guid.NewGuid().ToString("N"));
+
+        public void Dispose()
+        {
+            if (Directory.Exists(Path)) Directory.Delete(Path, recursive: true);
+        }
+    }
+}
