@@ -71,8 +71,10 @@ def write_case(name, model, *, seq=24, batch=2, gen_prompt=8, gen_new=16, save_d
     os.makedirs(path, exist_ok=True)
     g = torch.Generator().manual_seed(1000 + seed)
     expected = {}
-    if save_dtype != torch.float32:  # the reference must see the weights as they are stored
-        model.to(save_dtype).to(torch.float32)
+    if save_dtype != torch.float32:  # the reference must see the weights as they are stored...
+        with torch.no_grad():        # ...but not a rounded RoPE inv_freq buffer, which from_pretrained recomputes
+            for p in model.parameters():
+                p.copy_(p.to(save_dtype).to(torch.float32))
     with torch.no_grad():
         ids = torch.randint(3, model.config.vocab_size, (batch, seq), generator=g)
         if padded:
@@ -102,6 +104,7 @@ def write_case(name, model, *, seq=24, batch=2, gen_prompt=8, gen_new=16, save_d
                 expected.update(gen_prompt=prompt, gen_tokens=greedy(model, prompt, gen_new))
 
     dtype_name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[save_dtype]
+    inv_freq = {n: b.clone() for n, b in model.named_buffers()}
     to_save = model.to(save_dtype)
     if shard:
         to_save.save_pretrained(path, max_shard_size=shard)
@@ -111,6 +114,9 @@ def write_case(name, model, *, seq=24, batch=2, gen_prompt=8, gen_new=16, save_d
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(classic_config(model, dtype_name), f, indent=2)
     model.to(torch.float32)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(inv_freq[n])
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(path, "expected.safetensors"),
               metadata={"case": name, "torch": torch.__version__, "transformers": transformers.__version__})
     print(name, {k: list(v.shape) for k, v in expected.items()}, sorted(os.listdir(path)))

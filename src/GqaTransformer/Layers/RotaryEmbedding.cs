@@ -33,6 +33,9 @@ public sealed class RotaryEmbedding : nn.Module
         _inverseFrequencies = table.data<float>().ToArray();
     }
 
+    /// <summary>The rotation frequency of each pair of dimensions (HF's <c>inv_freq</c>), after any RoPE scaling.</summary>
+    public IReadOnlyList<float> InverseFrequencies => _inverseFrequencies;
+
     /// <summary>Head size the tables are built for.</summary>
     public int HeadDim { get; }
 

@@ -10,6 +10,9 @@ internal static class Fixtures
 
     public static string HfTiny(string name) => Path.Combine(Root, "hf-tiny", name);
 
+    /// <summary>References made by tools/make_fixtures.py with transformers 5.17 / torch 2.11.</summary>
+    public static string HfRef(string name) => Path.Combine(Root, "hf-ref", name);
+
     /// <summary>Reads every tensor of an expected-outputs file.</summary>
     public static Dictionary<string, Tensor> Expected(string directory, string file = "expected.safetensors")
     {

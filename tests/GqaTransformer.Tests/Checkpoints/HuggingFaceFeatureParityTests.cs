@@ -1,0 +1,86 @@
+using FluentAssertions;
+using GqaTransformer;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Tests;
+
+/// <summary>
+/// Each feature checked against a reference checkpoint and the outputs transformers computed for it
+/// (tools/make_fixtures.py): Mistral's sliding window, Qwen2's q/k/v biases, llama3 and linear RoPE scaling,
+/// a transformers-5 config with head_dim ≠ hidden/heads and 3 layers, a bf16 checkpoint, a sharded checkpoint,
+/// and a left-padded batch with its attention mask and position ids.
+/// </summary>
+public class HuggingFaceFeatureParityTests
+{
+    public static TheoryData<string> Cases => new()
+    {
+        "mistral_sliding", "qwen2_bias", "llama3_rope", "linear_rope", "llama_v5_headdim", "llama_bf16", "llama_sharded", "llama_padded",
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Logits_match_transformers_within_1e4(string name)
+    {
+        using var scope = NewDisposeScope();
+        using var model = DecoderModel.FromPretrained(Fixtures.HfRef(name));
+        var expected = Fixtures.Expected(Fixtures.HfRef(name));
+        expected.TryGetValue("attention_mask", out var mask);
+        expected.TryGetValue("position_ids", out var positions);
+        var logits = model.forward(expected["input_ids"], null, mask, positions);
+        logits.shape.Should().Equal(expected["logits"].shape);
+        var difference = (logits - expected["logits"]).abs();
+        if (mask is not null) // padded positions are not compared, as in transformers
+            difference = difference * mask.unsqueeze(-1).to(ScalarType.Float32);
+        difference.max().item<float>().Should().BeLessThanOrEqualTo(1e-4f);
+    }
+
+    [Theory]
+    [InlineData("mistral_sliding")] // 8 + 24 tokens through a window of 8
+    [InlineData("qwen2_bias")]
+    [InlineData("llama3_rope")]
+    [InlineData("linear_rope")]
+    [InlineData("llama_v5_headdim")]
+    [InlineData("llama_sharded")]
+    public void Greedy_decoding_with_the_cache_reproduces_transformers_generate(string name)
+    {
+        using var scope = NewDisposeScope();
+        using var model = DecoderModel.FromPretrained(Fixtures.HfRef(name));
+        var expected = Fixtures.Expected(Fixtures.HfRef(name));
+        var prompt = expected["gen_prompt"];
+        var want = expected["gen_tokens"];
+        using var cache = model.CreateCache(1, (int)want.shape[1]);
+        var tokens = new List<long>(prompt.data<long>().ToArray());
+        var next = model.forward(prompt, cache, lastTokenOnly: true).argmax(-1);
+        while (tokens.Count < want.shape[1])
+        {
+            tokens.Add(next.item<long>());
+            if (tokens.Count < want.shape[1]) next = model.forward(next, cache).argmax(-1);
+        }
+        tokens.Should().Equal(want.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Bf16_checkpoint_loads_into_bf16_and_stays_close()
+    {
+        using var scope = NewDisposeScope();
+        using var model = DecoderModel.FromPretrained(Fixtures.HfRef("llama_bf16"), ScalarType.BFloat16);
+        model.Dtype.Should().Be(ScalarType.BFloat16);
+        var expected = Fixtures.Expected(Fixtures.HfRef("llama_bf16"));
+        var logits = model.forward(expected["input_ids"]);
+        logits.dtype.Should().Be(ScalarType.BFloat16);
+        // bf16 keeps 8 bits of mantissa; logits here are O(5), so a few tenths is bf16 arithmetic, not a bug.
+        Tiny.MaxAbsDiff(logits, expected["logits"]).Should().BeLessThan(0.5);
+        (logits.argmax(-1).eq(expected["logits"].argmax(-1)).to(ScalarType.Float32).mean().item<float>()).Should().BeGreaterThan(0.9f);
+    }
+
+    [Fact]
+    public void Qwen2_has_biases_on_qkv_but_not_on_o()
+    {
+        using var model = DecoderModel.FromPretrained(Fixtures.HfRef("qwen2_bias"));
+        var keys = model.state_dict().Keys.ToList();
+        keys.Should().Contain(["model.layers.0.self_attn.q_proj.bias", "model.layers.0.self_attn.k_proj.bias", "model.layers.0.self_attn.v_proj.bias"]);
+        keys.Should().NotContain("model.layers.0.self_attn.o_proj.bias");
+    }
+}
