@@ -13,22 +13,36 @@ internal static class AttentionMask
     /// (query at slot i sees key j only if i - j &lt; window, as transformers' Mistral). A query whose every key is
     /// masked (a padding position) attends to itself, so no row is empty and no NaN can reach later layers.
     /// </summary>
-    public static Tensor? Build(long queryLength, long past, Tensor? paddingMask, int? slidingWindow, Device device)
+    /// <param name="queryLength">T, the new tokens.</param>
+    /// <param name="past">Tokens before them; the queries sit at positions past .. past + T - 1.</param>
+    /// <param name="keyPositions">Absolute position of each key, or null for 0 .. past + T - 1 in order.</param>
+    /// <param name="paddingMask">Optional [B, past + T] (1 = token, 0 = padding), indexed by absolute position.</param>
+    /// <param name="slidingWindow">Optional window.</param>
+    /// <param name="device">Where to build the mask.</param>
+    public static Tensor? Build(long queryLength, long past, long[]? keyPositions, Tensor? paddingMask, int? slidingWindow, Device device)
     {
-        long keys = past + queryLength;
-        bool windowCuts = slidingWindow is { } window && keys > window;
-        if (paddingMask is null && !windowCuts) return null;
+        long keys = keyPositions?.LongLength ?? past + queryLength;
+        long oldestKey = keyPositions is null ? 0 : keyPositions.Min();
+        bool windowCuts = slidingWindow is { } window && past + queryLength - 1 - oldestKey >= window;
+        if (paddingMask is null && !windowCuts) return null; // keys precede the queries in order: plain causal is right
 
         using var scope = NewDisposeScope();
-        var querySlots = arange(past, keys, ScalarType.Int64, device).view(queryLength, 1); // [T, 1]
-        var keySlots = arange(0, keys, ScalarType.Int64, device).view(1, keys);           // [1, S]
-        var allowed = keySlots <= querySlots;                                             // [T, S]
+        var queryAt = arange(past, past + queryLength, ScalarType.Int64, device).view(queryLength, 1); // [T, 1]
+        var keyPositionsTensor = keyPositions is null
+            ? arange(0, keys, ScalarType.Int64, device)
+            : tensor(keyPositions, device: device);
+        var keyAt = keyPositionsTensor.view(1, keys);                                                 // [1, S]
+        var allowed = keyAt <= queryAt;                                                               // [T, S]
         if (windowCuts)
-            allowed = allowed.logical_and_((querySlots - keySlots) < slidingWindow!.Value);
-        var mask = allowed.view(1, 1, queryLength, keys);                                 // [1, 1, T, S]
+            allowed = allowed.logical_and_((queryAt - keyAt) < slidingWindow!.Value);
+        var mask = allowed.view(1, 1, queryLength, keys);                                             // [1, 1, T, S]
         if (paddingMask is not null)
-            mask = mask.logical_and(paddingMask.to(ScalarType.Bool).view(paddingMask.shape[0], 1, 1, keys)); // [B, 1, T, S]
-        mask = mask.logical_or((keySlots == querySlots).view(1, 1, queryLength, keys));
+        {
+            var keyIsToken = paddingMask.to(ScalarType.Bool);                                         // [B, past + T]
+            if (keyPositions is not null) keyIsToken = keyIsToken.index_select(1, keyPositionsTensor);
+            mask = mask.logical_and(keyIsToken.view(paddingMask.shape[0], 1, 1, keys));               // [B, 1, T, S]
+        }
+        mask = mask.logical_or((keyAt == queryAt).view(1, 1, queryLength, keys));
         return mask.MoveToOuterDisposeScope();
     }
 

@@ -8,6 +8,9 @@ namespace GqaTransformer;
 /// of shape [batch, numKvHeads, capacity, headDim]: its size follows the number of key/value heads, never the
 /// number of query heads, so a GQA model with 8 KV heads for 32 query heads needs a quarter of an MHA cache.
 /// Tokens are written in place at <see cref="Length"/>; the cache never grows or reallocates.
+/// For a sliding-window model (Mistral's <c>sliding_window</c>) whose capacity exceeds the window, the cache holds
+/// only the last <c>window</c> tokens, as a ring buffer: memory stops growing at the window while generation goes on
+/// up to <see cref="Capacity"/> tokens.
 /// </summary>
 /// <remarks>
 /// The cache owns its tensors (they live outside any caller's dispose scope) until <see cref="Dispose"/>.
@@ -15,8 +18,9 @@ namespace GqaTransformer;
 /// </remarks>
 public sealed class KvCache : IDisposable
 {
-    private readonly Tensor[] _keys;   // per layer [B, Hkv, Capacity, D]
-    private readonly Tensor[] _values; // per layer [B, Hkv, Capacity, D]
+    private readonly Tensor[] _keys;   // per layer [B, Hkv, Slots, D]
+    private readonly Tensor[] _values; // per layer [B, Hkv, Slots, D]
+    private readonly long[] _slotPositions; // absolute position held by each slot, -1 when empty (same for every layer)
     private bool _disposed;
 
     /// <summary>Allocates a cache for <paramref name="config"/>.</summary>
@@ -38,14 +42,16 @@ public sealed class KvCache : IDisposable
         Capacity = capacity;
         Dtype = dtype;
         Device = device ?? CPU;
+        Slots = SlotsFor(config, capacity);
+        _slotPositions = Enumerable.Repeat(-1L, Slots).ToArray();
         _keys = new Tensor[config.NumHiddenLayers];
         _values = new Tensor[config.NumHiddenLayers];
         try
         {
             for (int layer = 0; layer < config.NumHiddenLayers; layer++)
             {
-                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, capacity, config.HeadDim], dtype, Device).DetachFromDisposeScope();
-                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, capacity, config.HeadDim], dtype, Device).DetachFromDisposeScope();
+                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, Device).DetachFromDisposeScope();
+                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, Device).DetachFromDisposeScope();
             }
         }
         catch
@@ -61,8 +67,17 @@ public sealed class KvCache : IDisposable
     /// <summary>Number of sequences.</summary>
     public int BatchSize { get; }
 
-    /// <summary>Most tokens per sequence the cache can hold.</summary>
+    /// <summary>Most tokens per sequence the cache can take (prompt plus generated).</summary>
     public int Capacity { get; }
+
+    /// <summary>
+    /// Token slots allocated per sequence: <see cref="Capacity"/>, or the sliding window when the model has one that is
+    /// smaller (then the slots form a ring buffer).
+    /// </summary>
+    public int Slots { get; }
+
+    /// <summary>Whether the cache is a ring buffer over the model's sliding window.</summary>
+    public bool IsRingBuffer => Slots < Capacity;
 
     /// <summary>Tokens written and committed so far (the same for every sequence of the batch).</summary>
     public int Length { get; private set; }
@@ -73,7 +88,10 @@ public sealed class KvCache : IDisposable
     /// <summary>Device the cache lives on.</summary>
     public Device Device { get; }
 
-    /// <summary>Bytes held: exactly 2 · layers · batch · kvHeads · capacity · headDim · element size.</summary>
+    /// <summary>
+    /// Bytes held: exactly 2 · layers · batch · kvHeads · slots · headDim · element size, where slots is the capacity
+    /// (or the sliding window, if the model has a smaller one).
+    /// </summary>
     public long SizeInBytes => EstimateBytes(Config, BatchSize, Capacity, Dtype);
 
     /// <summary>Every tensor the cache owns (K then V for each layer), for inspection.</summary>
@@ -92,15 +110,20 @@ public sealed class KvCache : IDisposable
 
     /// <summary>
     /// Bytes a cache for <paramref name="tokens"/> tokens would take:
-    /// 2 (K and V) · layers · batch · kvHeads · tokens · headDim · element size. Nothing is allocated.
+    /// 2 (K and V) · layers · batch · kvHeads · tokens · headDim · element size, with tokens capped at the sliding
+    /// window for models that have one. Nothing is allocated.
     /// </summary>
     public static long EstimateBytes(DecoderConfig config, int batchSize, long tokens, ScalarType dtype)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
         if (tokens < 0) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "tokens must not be negative.");
-        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * tokens * config.HeadDim * ElementSize(dtype);
+        long slots = config.SlidingWindow is { } window ? Math.Min(tokens, window) : tokens;
+        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * slots * config.HeadDim * ElementSize(dtype);
     }
+
+    private static int SlotsFor(DecoderConfig config, int capacity)
+        => config.SlidingWindow is { } window && window < capacity ? window : capacity;
 
     /// <summary>Size in bytes of one element of <paramref name="dtype"/>.</summary>
     public static int ElementSize(ScalarType dtype) => dtype switch
@@ -113,20 +136,28 @@ public sealed class KvCache : IDisposable
         _ => throw new ArgumentException($"dtype {dtype} has no known element size.", nameof(dtype)),
     };
 
-    /// <summary>The committed keys and values of <paramref name="layer"/>: views [B, Hkv, Length, D], not copies.</summary>
+    /// <summary>
+    /// The committed keys and values of <paramref name="layer"/>: views [B, Hkv, min(Length, Slots), D], not copies.
+    /// In a ring buffer the slots are in ring order; <see cref="SlotPositions"/> says which token each holds.
+    /// </summary>
     public (Tensor Keys, Tensor Values) Layer(int layer)
     {
         ThrowIfDisposed();
         if (layer < 0 || layer >= _keys.Length)
             throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
-        return (_keys[layer].narrow(2, 0, Length), _values[layer].narrow(2, 0, Length));
+        int filled = Math.Min(Length, Slots);
+        return (_keys[layer].narrow(2, 0, filled), _values[layer].narrow(2, 0, filled));
     }
+
+    /// <summary>The absolute position of the token in each filled slot (0, 1, 2, … unless the cache is a ring).</summary>
+    public IReadOnlyList<long> SlotPositions => _slotPositions.Take(Math.Min(Length, Slots)).ToArray();
 
     /// <summary>Forgets every token (the memory stays allocated and is reused).</summary>
     public void Reset()
     {
         ThrowIfDisposed();
         Length = 0;
+        Array.Fill(_slotPositions, -1L);
     }
 
     /// <summary>
@@ -136,7 +167,29 @@ public sealed class KvCache : IDisposable
     public void Advance(int tokens)
     {
         EnsureRoom(tokens);
+        for (long position = Math.Max(Length, Length + tokens - Slots); position < Length + tokens; position++)
+            _slotPositions[position % Slots] = position;
         Length += tokens;
+    }
+
+    /// <summary>
+    /// Absolute positions of the keys that <see cref="Write"/> will return for <paramref name="tokens"/> new tokens,
+    /// or null when they are simply 0 .. Length + tokens - 1 in order (no ring buffer).
+    /// </summary>
+    internal long[]? KeyPositions(long tokens)
+    {
+        if (!IsRingBuffer) return null;
+        int filled = Math.Min(Length, Slots);
+        if (tokens == 1)
+        {
+            var after = _slotPositions.Take(Math.Min(Length + 1, Slots)).ToArray();
+            after[Length % Slots] = Length;
+            return after;
+        }
+        var positions = new long[filled + tokens];
+        Array.Copy(_slotPositions, positions, filled);
+        for (long t = 0; t < tokens; t++) positions[filled + t] = Length + t;
+        return positions;
     }
 
     /// <summary>Throws, changing nothing, unless <paramref name="tokens"/> more tokens fit.</summary>
@@ -188,17 +241,47 @@ public sealed class KvCache : IDisposable
         ThrowIfDisposed();
         if (layer < 0 || layer >= _keys.Length)
             throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
-        var slot = _keys[layer];
-        if (keys.dim() != 4 || keys.shape[0] != slot.shape[0] || keys.shape[1] != slot.shape[1] || keys.shape[3] != slot.shape[3]
+        var stored = _keys[layer];
+        if (keys.dim() != 4 || keys.shape[0] != stored.shape[0] || keys.shape[1] != stored.shape[1] || keys.shape[3] != stored.shape[3]
             || !keys.shape.SequenceEqual(values.shape))
             throw new ArgumentException(
-                $"keys and values must be [{slot.shape[0]}, {slot.shape[1]}, T, {slot.shape[3]}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
+                $"keys and values must be [{stored.shape[0]}, {stored.shape[1]}, T, {stored.shape[3]}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
                 nameof(keys));
         EnsureRoom(keys.shape[2]);
         long tokens = keys.shape[2];
-        _keys[layer].narrow(2, Length, tokens).copy_(keys);
-        _values[layer].narrow(2, Length, tokens).copy_(values);
-        return (_keys[layer].narrow(2, 0, Length + tokens), _values[layer].narrow(2, 0, Length + tokens));
+        if (!IsRingBuffer)
+        {
+            _keys[layer].narrow(2, Length, tokens).copy_(keys);
+            _values[layer].narrow(2, Length, tokens).copy_(values);
+            return (_keys[layer].narrow(2, 0, Length + tokens), _values[layer].narrow(2, 0, Length + tokens));
+        }
+
+        int filled = Math.Min(Length, Slots);
+        if (tokens == 1)
+        {
+            // Decode: overwrite the oldest slot, then attend over the ring in place (its order does not matter:
+            // keys are stored already rotated, and the mask knows each slot's position).
+            long slot = Length % Slots;
+            _keys[layer].narrow(2, slot, 1).copy_(keys);
+            _values[layer].narrow(2, slot, 1).copy_(values);
+            long used = Math.Min(Length + 1, Slots);
+            return (_keys[layer].narrow(2, 0, used), _values[layer].narrow(2, 0, used));
+        }
+
+        // A block of tokens: attend over what the ring holds plus the whole block (a temporary for this forward),
+        // then keep the block's last Slots tokens in the ring.
+        var allKeys = cat([_keys[layer].narrow(2, 0, filled), keys], 2);
+        var allValues = cat([_values[layer].narrow(2, 0, filled), values], 2);
+        long keep = Math.Min(tokens, Slots);
+        for (long t = tokens - keep; t < tokens;)
+        {
+            long slot = (Length + t) % Slots;
+            long run = Math.Min(tokens - t, Slots - slot); // contiguous up to the end of the ring
+            _keys[layer].narrow(2, slot, run).copy_(keys.narrow(2, t, run));
+            _values[layer].narrow(2, slot, run).copy_(values.narrow(2, t, run));
+            t += run;
+        }
+        return (allKeys, allValues);
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

@@ -103,7 +103,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         using var noGrad = cache is not null ? no_grad() : null;
         var ids = inputIds.dtype == ScalarType.Int64 ? inputIds : inputIds.to(ScalarType.Int64);
         positionIds ??= arange(past, past + tokens, ScalarType.Int64, Device).unsqueeze(0).expand(batch, -1); // [B, T]
-        var mask = AttentionMask.Build(tokens, past, attentionMask, Config.SlidingWindow, Device); // [B, 1, T, S] or null
+        var mask = AttentionMask.Build(tokens, past, cache?.KeyPositions(tokens), attentionMask, Config.SlidingWindow, Device); // [B, 1, T, S] or null
 
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]

@@ -31,7 +31,7 @@ internal static class Tiny
 
     public static Tensor Ids(long batch, long tokens, int vocab, int seed = 7)
     {
-        var generator = new Generator((ulong)seed);
+        var generator = new torch.Generator((ulong)seed);
         return randint(0, vocab, [batch, tokens], ScalarType.Int64, generator: generator);
     }
 

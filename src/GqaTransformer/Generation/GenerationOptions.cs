@@ -1,0 +1,48 @@
+namespace GqaTransformer;
+
+/// <summary>How <see cref="Generator"/> picks tokens and when it stops. Checked by <see cref="Validate"/> before any work.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Most tokens to generate per sequence. Default 128.</summary>
+    public int MaxNewTokens { get; init; } = 128;
+
+    /// <summary>Token ids that end a sequence (the stop token is emitted, then the sequence stops). Null: the config's eos_token_id.</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
+
+    /// <summary>Softmax temperature. 0 (the default) is greedy decoding: always the most likely token.</summary>
+    public double Temperature { get; init; }
+
+    /// <summary>Sample only among the k most likely tokens. 0 (the default) disables it.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Sample only from the smallest set of most likely tokens whose probabilities add up to at least p. 1 disables it.</summary>
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>HF's repetition penalty: logits of tokens already in the sequence are divided by it (multiplied if negative). 1 disables it.</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>Seed of the sampler; the same seed gives the same tokens (on the CPU). Null: a random seed.</summary>
+    public ulong? Seed { get; init; }
+
+    /// <summary>Whether tokens are sampled rather than picked greedily.</summary>
+    public bool IsSampling => Temperature > 0;
+
+    /// <summary>Greedy decoding of up to <paramref name="maxNewTokens"/> tokens.</summary>
+    public static GenerationOptions Greedy(int maxNewTokens) => new() { MaxNewTokens = maxNewTokens };
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
+    public GenerationOptions Validate()
+    {
+        if (MaxNewTokens <= 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, $"MaxNewTokens must be positive, but was {MaxNewTokens}.");
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature))
+            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, $"Temperature must be 0 (greedy) or a positive finite number, but was {Temperature}.");
+        if (TopK < 0)
+            throw new ArgumentOutOfRangeException(nameof(TopK), TopK, $"TopK must be 0 (off) or positive, but was {TopK}.");
+        if (!(TopP > 0 && TopP <= 1))
+            throw new ArgumentOutOfRangeException(nameof(TopP), TopP, $"TopP must be in (0, 1], but was {TopP}.");
+        if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
+            throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, $"RepetitionPenalty must be a positive finite number, but was {RepetitionPenalty}.");
+        return this;
+    }
+}

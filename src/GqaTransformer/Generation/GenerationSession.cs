@@ -1,0 +1,138 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// One batch of sequences being generated: its <see cref="KvCache"/>, the attention mask of its left padding and
+/// each sequence's next position. <see cref="Prefill"/> runs the prompts once; each <see cref="DecodeStep"/> runs one
+/// token per sequence against the cache. Both return next-token logits [B, vocab] (float32, on the CPU), so each
+/// can be timed and reused on its own.
+/// </summary>
+public sealed class GenerationSession : IDisposable
+{
+    private readonly DecoderModel _model;
+    private readonly bool _ownsCache;
+    private Tensor? _attentionMask;   // [B, tokens so far], 1 = token, 0 = padding; null while nothing is padded
+    private long[] _nextPositions = []; // per sequence
+    private readonly bool[] _seenTokens;
+
+    /// <summary>Opens a session over <paramref name="model"/> with <paramref name="cache"/> (created for the batch if null).</summary>
+    public GenerationSession(DecoderModel model, int batchSize, int capacity, KvCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Guard.Positive(batchSize, nameof(batchSize));
+        Guard.Positive(capacity, nameof(capacity));
+        _model = model;
+        if (cache is not null)
+        {
+            cache.EnsureCompatible(model.Config, batchSize, model.Dtype, model.Device);
+            if (cache.Length != 0)
+                throw new ArgumentException($"The cache must be empty to start a session, but holds {cache.Length} tokens; call Reset().", nameof(cache));
+            if (cache.Capacity < capacity)
+                throw new ArgumentException($"The session needs {capacity} tokens per sequence, but the cache holds at most {cache.Capacity}.", nameof(cache));
+        }
+        Cache = cache ?? model.CreateCache(batchSize, capacity);
+        _ownsCache = cache is null;
+        BatchSize = batchSize;
+        _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
+    }
+
+    /// <summary>The session's KV cache.</summary>
+    public KvCache Cache { get; }
+
+    /// <summary>Number of sequences.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Which tokens each sequence has seen so far, [B, vocab] (for the repetition penalty).</summary>
+    public Tensor SeenTokens() => tensor(_seenTokens).view(BatchSize, _model.Config.VocabSize);
+
+    /// <summary>
+    /// Runs the prompts (one per sequence, lengths may differ: shorter ones are left-padded) in one forward and
+    /// returns the logits for each sequence's next token, [B, vocab].
+    /// </summary>
+    public Tensor Prefill(IReadOnlyList<IReadOnlyList<int>> prompts)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        if (prompts.Count != BatchSize)
+            throw new ArgumentException($"Expected {BatchSize} prompts, got {prompts.Count}.", nameof(prompts));
+        if (Cache.Length != 0)
+            throw new InvalidOperationException("Prefill runs once per session, on an empty cache.");
+        int longest = 0;
+        for (int b = 0; b < prompts.Count; b++)
+        {
+            var prompt = prompts[b] ?? throw new ArgumentNullException(nameof(prompts), $"Prompt {b} is null.");
+            if (prompt.Count == 0) throw new ArgumentException($"Prompt {b} is empty; every prompt needs at least one token.", nameof(prompts));
+            foreach (int id in prompt)
+                if (id < 0 || id >= _model.Config.VocabSize)
+                    throw new ArgumentOutOfRangeException(nameof(prompts), id, $"Prompt {b} holds token id {id}, outside [0, {_model.Config.VocabSize}).");
+            longest = Math.Max(longest, prompt.Count);
+        }
+        Cache.EnsureRoom(longest);
+
+        var ids = new long[BatchSize * longest];
+        var mask = new long[BatchSize * longest];
+        var positions = new long[BatchSize * longest];
+        _nextPositions = new long[BatchSize];
+        for (int b = 0; b < BatchSize; b++)
+        {
+            int padding = longest - prompts[b].Count;
+            for (int t = 0; t < longest; t++)
+            {
+                bool real = t >= padding;
+                ids[b * longest + t] = real ? prompts[b][t - padding] : 0;
+                mask[b * longest + t] = real ? 1 : 0;
+                positions[b * longest + t] = real ? t - padding : 1; // HF: cumsum(mask) - 1, padding at 1
+                if (real) _seenTokens[b * (long)_model.Config.VocabSize + prompts[b][t - padding]] = true;
+            }
+            _nextPositions[b] = prompts[b].Count;
+        }
+        bool padded = prompts.Any(p => p.Count != longest);
+        using var scope = NewDisposeScope();
+        var device = _model.Device;
+        var idTensor = tensor(ids, device: device).view(BatchSize, longest);
+        if (padded)
+        {
+            _attentionMask?.Dispose();
+            _attentionMask = tensor(mask, device: device).view(BatchSize, longest).DetachFromDisposeScope();
+        }
+        var positionTensor = padded ? tensor(positions, device: device).view(BatchSize, longest) : null;
+        var logits = _model.forward(idTensor, Cache, _attentionMask, positionTensor, lastTokenOnly: true); // [B, 1, V]
+        return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Feeds one token per sequence and returns the logits for the next, [B, vocab].</summary>
+    public Tensor DecodeStep(IReadOnlyList<long> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (_nextPositions.Length == 0)
+            throw new InvalidOperationException("Call Prefill before DecodeStep.");
+        if (tokens.Count != BatchSize)
+            throw new ArgumentException($"Expected one token for each of {BatchSize} sequences, got {tokens.Count}.", nameof(tokens));
+        Cache.EnsureRoom(1);
+        using var scope = NewDisposeScope();
+        var device = _model.Device;
+        var ids = tensor(tokens.ToArray(), device: device).view(BatchSize, 1);
+        for (int b = 0; b < BatchSize; b++)
+            if (tokens[b] >= 0 && tokens[b] < _model.Config.VocabSize)
+                _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
+        Tensor? positions = null;
+        if (_attentionMask is not null)
+        {
+            var grown = cat([_attentionMask, ones([BatchSize, 1], ScalarType.Int64, device)], 1).DetachFromDisposeScope();
+            _attentionMask.Dispose();
+            _attentionMask = grown;
+            positions = tensor(_nextPositions, device: device).view(BatchSize, 1);
+        }
+        var logits = _model.forward(ids, Cache, _attentionMask, positions); // [B, 1, V]
+        for (int b = 0; b < BatchSize; b++) _nextPositions[b]++;
+        return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Frees the attention mask, and the cache if the session created it.</summary>
+    public void Dispose()
+    {
+        _attentionMask?.Dispose();
+        if (_ownsCache) Cache.Dispose();
+    }
+}

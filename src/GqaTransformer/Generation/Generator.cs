@@ -1,0 +1,116 @@
+using System.Runtime.CompilerServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// Autoregressive generation over a <see cref="DecoderModel"/> with its <see cref="KvCache"/>: the prompt is run
+/// once (prefill), then one token per step reuses the cache (decode); the prompt is never re-run. Batches of prompts
+/// of different lengths are left-padded, and each sequence stops on its own stop token.
+/// </summary>
+public sealed class Generator
+{
+    /// <summary>Creates a generator for <paramref name="model"/>.</summary>
+    public Generator(DecoderModel model) => Model = model ?? throw new ArgumentNullException(nameof(model));
+
+    /// <summary>The model generating.</summary>
+    public DecoderModel Model { get; }
+
+    /// <summary>Generates a continuation of one prompt; returns the new tokens (ending with the stop token, if one came).</summary>
+    public IReadOnlyList<int> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellationToken = default)
+        => Stream(prompt, options, cancellationToken).ToList();
+
+    /// <summary>
+    /// Generates continuations of several prompts in one batch; returns each sequence's new tokens. The result for each
+    /// prompt equals generating it alone (greedy), up to floating-point rounding.
+    /// </summary>
+    public IReadOnlyList<IReadOnlyList<int>> Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
+        CancellationToken cancellationToken = default, KvCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        var results = prompts.Select(_ => new List<int>()).ToArray();
+        foreach (var step in StreamBatch(prompts, options, cancellationToken, cache))
+            for (int b = 0; b < step.Length; b++)
+                if (step[b] is { } token) results[b].Add(token);
+        return results;
+    }
+
+    /// <summary>Yields each new token of one prompt's continuation as soon as it is chosen.</summary>
+    public IEnumerable<int> Stream(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        foreach (var step in StreamBatch([prompt], options, cancellationToken))
+            yield return step[0]!.Value;
+    }
+
+    /// <summary>Asynchronous form of <see cref="Stream"/>: each token is yielded as it is produced.</summary>
+    public async IAsyncEnumerable<int> StreamAsync(IReadOnlyList<int> prompt, GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        using var enumerator = StreamBatch([prompt], options, cancellationToken).GetEnumerator();
+        while (true)
+        {
+            // Each step is compute-bound native work: run it off the caller's thread.
+            bool more = await Task.Run(enumerator.MoveNext, cancellationToken).ConfigureAwait(false);
+            if (!more) yield break;
+            yield return enumerator.Current[0]!.Value;
+        }
+    }
+
+    /// <summary>
+    /// Generates for a batch and yields, after every step, one entry per sequence: its new token, or null once it has
+    /// stopped. Ends when every sequence has stopped or produced <see cref="GenerationOptions.MaxNewTokens"/> tokens.
+    /// Throws <see cref="OperationCanceledException"/> at the next step once <paramref name="cancellationToken"/> fires.
+    /// </summary>
+    public IEnumerable<int?[]> StreamBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
+        CancellationToken cancellationToken = default, KvCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (prompts.Count == 0) throw new ArgumentException("At least one prompt is needed.", nameof(prompts));
+        int longest = prompts.Max(p => p?.Count ?? 0);
+        long needed = (long)longest + options.MaxNewTokens - 1; // the last token is never fed back
+        if (cache is not null && needed > cache.Capacity)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxNewTokens,
+                $"MaxNewTokens {options.MaxNewTokens} after a {longest}-token prompt needs {needed} cache slots, but the cache holds {cache.Capacity}.");
+        if (needed > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxNewTokens, "MaxNewTokens is too large.");
+        return Run(prompts, options, cache, (int)needed, cancellationToken);
+    }
+
+    private IEnumerable<int?[]> Run(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, KvCache? cache, int capacity,
+        CancellationToken cancellationToken)
+    {
+        var stopTokens = (options.StopTokenIds ?? Model.Config.EosTokenIds ?? []).ToHashSet();
+        using var session = new GenerationSession(Model, prompts.Count, capacity, cache);
+        using var sampler = new TokenSampler(options);
+        bool penalise = options.RepetitionPenalty != 1.0;
+        var finished = new bool[prompts.Count];
+        var fed = new long[prompts.Count];
+
+        cancellationToken.ThrowIfCancellationRequested();
+        var logits = session.Prefill(prompts);
+        for (int produced = 0; ; produced++)
+        {
+            long[] chosen;
+            using (logits)
+            using (var seen = penalise ? session.SeenTokens() : null)
+                chosen = sampler.Sample(logits, seen);
+            var step = new int?[prompts.Count];
+            for (int b = 0; b < chosen.Length; b++)
+            {
+                if (finished[b]) { fed[b] = 0; continue; }
+                step[b] = (int)chosen[b];
+                fed[b] = chosen[b];
+                if (stopTokens.Contains((int)chosen[b])) finished[b] = true;
+            }
+            yield return step;
+            if (produced + 1 >= options.MaxNewTokens || finished.All(f => f)) yield break;
+            cancellationToken.ThrowIfCancellationRequested();
+            logits = session.DecodeStep(fed);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// Turns next-token logits into token ids, in HF's order: repetition penalty, temperature, top-k, top-p, then
+/// argmax (greedy) or a draw from the distribution with a seeded CPU generator.
+/// </summary>
+public sealed class TokenSampler : IDisposable
+{
+    private readonly GenerationOptions _options;
+    private readonly torch.Generator? _random;
+
+    /// <summary>Creates a sampler for <paramref name="options"/> (validated here).</summary>
+    public TokenSampler(GenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.Validate();
+        if (options.IsSampling)
+            _random = new torch.Generator(options.Seed ?? (ulong)Random.Shared.NextInt64());
+    }
+
+    /// <summary>
+    /// Picks one token per row of <paramref name="logits"/> [B, V]. <paramref name="seen"/> [B, V] bool marks tokens
+    /// already in each sequence (for the repetition penalty); null when the penalty is off.
+    /// </summary>
+    public long[] Sample(Tensor logits, Tensor? seen = null)
+    {
+        Guard.Rank(logits, 2, nameof(logits), "[batch, vocab]");
+        using var scope = NewDisposeScope();
+        var scores = logits.to(ScalarType.Float32, CPU);
+        if (_options.RepetitionPenalty != 1.0 && seen is not null)
+        {
+            var penalised = where(scores < 0, scores * _options.RepetitionPenalty, scores / _options.RepetitionPenalty);
+            scores = where(seen.to(CPU), penalised, scores);
+        }
+        if (!_options.IsSampling)
+            return scores.argmax(-1).data<long>().ToArray();
+
+        scores = scores / _options.Temperature;
+        scores = FilterTopK(scores, _options.TopK);
+        scores = FilterTopP(scores, _options.TopP);
+        var probabilities = scores.softmax(-1);
+        return multinomial(probabilities, 1, generator: _random).view(-1).data<long>().ToArray();
+    }
+
+    /// <summary>Keeps the k largest logits of each row; the rest become -inf. k = 0 keeps all.</summary>
+    public static Tensor FilterTopK(Tensor scores, int k)
+    {
+        if (k <= 0 || k >= scores.shape[^1]) return scores.alias();
+        using var scope = NewDisposeScope();
+        var kth = scores.topk(k, -1).values.narrow(-1, k - 1, 1); // [B, 1]
+        return scores.masked_fill(scores < kth, double.NegativeInfinity).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Keeps, in each row, the smallest set of most likely tokens whose probabilities sum to at least p
+    /// (always at least one token); the rest become -inf. p = 1 keeps all.
+    /// </summary>
+    public static Tensor FilterTopP(Tensor scores, double p)
+    {
+        if (p >= 1.0) return scores.alias();
+        using var scope = NewDisposeScope();
+        var (sorted, order) = scores.sort(-1, descending: true);
+        var probabilities = sorted.softmax(-1);
+        var before = probabilities.cumsum(-1) - probabilities;   // mass of the more likely tokens
+        var dropSorted = before >= p;                            // already reached p without this token
+        var drop = zeros_like(dropSorted).scatter_(-1, order, dropSorted);
+        return scores.masked_fill(drop, double.NegativeInfinity).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Releases the random generator.</summary>
+    public void Dispose() => _random?.Dispose();
+}

@@ -1,0 +1,51 @@
+using FluentAssertions;
+using GqaTransformer;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Tests;
+
+public class TokenSamplerTests
+{
+    [Fact]
+    public void Top_p_keeps_the_smallest_set_whose_mass_reaches_p()
+    {
+        using var scope = NewDisposeScope();
+        // probabilities 0.5, 0.25, 0.15, 0.1 (in a shuffled order)
+        var probabilities = new[] { 0.15, 0.5, 0.1, 0.25 };
+        var logits = tensor(probabilities.Select(p => Math.Log(p)).ToArray()).view(1, 4).to(ScalarType.Float32);
+        Kept(TokenSampler.FilterTopP(logits, 0.5)).Should().Equal(1);        // 0.5 alone reaches 0.5
+        Kept(TokenSampler.FilterTopP(logits, 0.6)).Should().Equal(1, 3);     // 0.5 + 0.25
+        Kept(TokenSampler.FilterTopP(logits, 0.8)).Should().Equal(0, 1, 3);  // + 0.15 = 0.9
+        Kept(TokenSampler.FilterTopP(logits, 0.95)).Should().Equal(0, 1, 2, 3);
+        Kept(TokenSampler.FilterTopP(logits, 0.01)).Should().Equal(1);       // never empty
+
+        static int[] Kept(Tensor t) => t.view(-1).data<float>().Select((v, i) => (v, i)).Where(p => !float.IsNegativeInfinity(p.v)).Select(p => p.i).ToArray();
+    }
+
+    [Fact]
+    public void Top_k_keeps_the_k_largest()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 1, 5, 3, 4, 2 }).view(1, 5);
+        var kept = TokenSampler.FilterTopK(logits, 2).view(-1).data<float>().ToArray();
+        kept.Select(float.IsNegativeInfinity).Should().Equal(true, false, true, false, true);
+    }
+
+    [Fact]
+    public void Repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens()
+    {
+        using var scope = NewDisposeScope();
+        // Token 0 wins unpenalised; penalised by 2 it drops from 3.0 to 1.5, below token 2 (2.0).
+        var logits = tensor(new float[] { 3.0f, -1.0f, 2.0f, -0.5f }).view(1, 4);
+        var seen = tensor(new[] { true, false, false, false }).view(1, 4);
+        using var greedy = new TokenSampler(new GenerationOptions());
+        using var penalised = new TokenSampler(new GenerationOptions { RepetitionPenalty = 2.0 });
+        greedy.Sample(logits, seen).Should().Equal(0);
+        penalised.Sample(logits, seen).Should().Equal(2);
+        // A negative seen logit gets more negative: token 3 (-0.5) would tie-break below token 1 otherwise.
+        var negatives = tensor(new float[] { -3f, -1.0f, -2f, -0.5f }).view(1, 4);
+        penalised.Sample(negatives, tensor(new[] { false, false, false, true }).view(1, 4)).Should().Equal(1);
+    }
+}
