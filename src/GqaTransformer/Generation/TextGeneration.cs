@@ -1,0 +1,89 @@
+using System.Runtime.CompilerServices;
+using Microsoft.ML.Tokenizers;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// Text in, text out, for users with a <see cref="Tokenizer"/> from Microsoft.ML.Tokenizers. Token ids stay the core
+/// API; these helpers encode the prompt, generate, and decode incrementally so streamed pieces never split a character.
+/// </summary>
+public static class TextGeneration
+{
+    /// <summary>
+    /// Loads a tokenizer file: a SentencePiece <c>tokenizer.model</c> (Llama 2, Mistral), a <c>.tiktoken</c> file
+    /// (cl100k-style BPE ranks), or a directory holding <c>vocab.json</c> and <c>merges.txt</c> (GPT-2-style BPE).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">Nothing at <paramref name="path"/>.</exception>
+    /// <exception cref="NotSupportedException">A file of another kind (for example <c>tokenizer.json</c>).</exception>
+    public static Tokenizer LoadTokenizer(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+        {
+            string vocab = Path.Combine(path, "vocab.json"), merges = Path.Combine(path, "merges.txt");
+            if (File.Exists(vocab) && File.Exists(merges)) return BpeTokenizer.Create(vocab, merges);
+            if (File.Exists(Path.Combine(path, "tokenizer.model"))) return LoadTokenizer(Path.Combine(path, "tokenizer.model"));
+            throw new FileNotFoundException($"'{path}' holds neither vocab.json + merges.txt nor tokenizer.model.", path);
+        }
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
+        using var stream = File.OpenRead(path);
+        return Path.GetExtension(path).ToLowerInvariant() switch
+        {
+            ".model" => LlamaTokenizer.Create(stream, addBeginOfSentence: true, addEndOfSentence: false),
+            ".tiktoken" => TiktokenTokenizer.CreateForModel("gpt-4", stream),
+            _ => throw new NotSupportedException(
+                $"Tokenizer file '{path}' is of an unsupported kind; use a SentencePiece .model, a .tiktoken file, or a directory with vocab.json and merges.txt."),
+        };
+    }
+
+    /// <summary>Generates a continuation of <paramref name="prompt"/> and returns it as text.</summary>
+    public static string GenerateText(this Generator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
+        CancellationToken cancellationToken = default)
+        => string.Concat(generator.StreamText(tokenizer, prompt, options, cancellationToken));
+
+    /// <summary>Yields the continuation of <paramref name="prompt"/> piece by piece as tokens are produced.</summary>
+    public static IEnumerable<string> StreamText(this Generator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(generator);
+        var decoder = new IncrementalDecoder(tokenizer ?? throw new ArgumentNullException(nameof(tokenizer)));
+        foreach (var token in generator.Stream(Encode(tokenizer, prompt), options, cancellationToken))
+            if (decoder.Add(token) is { Length: > 0 } piece) yield return piece;
+    }
+
+    /// <summary>Asynchronous form of <see cref="StreamText"/>.</summary>
+    public static async IAsyncEnumerable<string> StreamTextAsync(this Generator generator, Tokenizer tokenizer, string prompt,
+        GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(generator);
+        var decoder = new IncrementalDecoder(tokenizer ?? throw new ArgumentNullException(nameof(tokenizer)));
+        await foreach (var token in generator.StreamAsync(Encode(tokenizer, prompt), options, cancellationToken).ConfigureAwait(false))
+            if (decoder.Add(token) is { Length: > 0 } piece) yield return piece;
+    }
+
+    private static IReadOnlyList<int> Encode(Tokenizer tokenizer, string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var ids = tokenizer.EncodeToIds(prompt);
+        if (ids.Count == 0) throw new ArgumentException("The prompt encodes to no tokens.", nameof(prompt));
+        return ids;
+    }
+
+    /// <summary>Decodes the growing token list and hands out only the new, complete text.</summary>
+    private sealed class IncrementalDecoder(Tokenizer tokenizer)
+    {
+        private readonly List<int> _tokens = [];
+        private int _emitted;
+
+        public string Add(int token)
+        {
+            _tokens.Add(token);
+            string text = tokenizer.Decode(_tokens) ?? "";
+            if (text.EndsWith('\uFFFD')) return ""; // a multi-byte character is not complete yet
+            if (text.Length < _emitted) { _emitted = text.Length; return ""; }
+            string piece = text[_emitted..];
+            _emitted = text.Length;
+            return piece;
+        }
+    }
+}
