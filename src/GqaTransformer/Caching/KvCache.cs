@@ -122,6 +122,19 @@ public sealed class KvCache : IDisposable
         return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * slots * config.HeadDim * ElementSize(dtype);
     }
 
+    /// <summary>
+    /// The most tokens per sequence whose cache fits in <paramref name="budgetBytes"/>, or <see cref="long.MaxValue"/>
+    /// when the model's sliding window caps the cache below the budget (it never grows past the window).
+    /// </summary>
+    public static long MaxTokensForBudget(DecoderConfig config, int batchSize, long budgetBytes, ScalarType dtype)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (budgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(budgetBytes), budgetBytes, "budgetBytes must not be negative.");
+        long perToken = EstimateBytes(config, batchSize, 1, dtype);
+        long tokens = budgetBytes / perToken;
+        return config.SlidingWindow is { } window && tokens >= window ? long.MaxValue : tokens;
+    }
+
     private static int SlotsFor(DecoderConfig config, int capacity)
         => config.SlidingWindow is { } window && window < capacity ? window : capacity;
 

@@ -1,0 +1,101 @@
+using System.ComponentModel;
+using System.Globalization;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Cli;
+
+/// <summary>
+/// <c>gqa bench</c>: a quick version of the decode-attention benchmark. One decode step (query length 1) of 32 query
+/// heads of 128 over a cache of each context length, for several KV-head counts, plus GQA that copies K/V per query
+/// head first. Median of repeated runs; effective GB/s is KV bytes read per step over the median time.
+/// </summary>
+public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Settings>
+{
+    /// <summary>Options of <c>gqa bench</c>.</summary>
+    public sealed class Settings : GqaSettings
+    {
+        /// <summary>Contexts.</summary>
+        [CommandOption("--context <LIST>")][Description("Cache lengths. Default 1k,4k.")][DefaultValue("1k,4k")]
+        public string Context { get; init; } = "1k,4k";
+
+        /// <summary>KV-head counts.</summary>
+        [CommandOption("--kv-heads <LIST>")][Description("KV-head counts out of 32 query heads. Default 32,8,4,1.")][DefaultValue("32,8,4,1")]
+        public string KvHeads { get; init; } = "32,8,4,1";
+
+        /// <summary>Batch.</summary>
+        [CommandOption("--batch <N>")][Description("Batch size. Default 1.")][DefaultValue(1)]
+        public int Batch { get; init; } = 1;
+
+        /// <summary>Iterations.</summary>
+        [CommandOption("--iterations <N>")][Description("Timed runs per case (the median is reported). Default 15.")][DefaultValue(15)]
+        public int Iterations { get; init; } = 15;
+
+        /// <summary>Element type.</summary>
+        [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16.")][DefaultValue("fp32")]
+        public string Dtype { get; init; } = "fp32";
+
+        /// <summary>Device.</summary>
+        [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
+        public string Device { get; init; } = "cpu";
+
+        /// <inheritdoc />
+        public override ValidationResult Validate()
+            => Iterations < 1 ? ValidationResult.Error("--iterations must be positive.")
+             : Batch < 1 ? ValidationResult.Error("--batch must be positive.")
+             : ValidationResult.Success();
+    }
+
+    /// <inheritdoc />
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var contexts = Parsing.IntList(settings.Context, "--context");
+        var kvCounts = Parsing.IntList(settings.KvHeads, "--kv-heads");
+        foreach (int kv in kvCounts)
+            if (kv < 1 || 32 % kv != 0) throw new ArgumentException($"--kv-heads values must divide 32, but {kv} does not.");
+        var dtype = Parsing.Dtype(settings.Dtype);
+        var device = Parsing.Device(settings.Device);
+        const int heads = 32, headDim = 128;
+
+        var table = new Table().Title($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
+            .AddColumn("context").AddColumn("kv heads").AddColumn(new TableColumn("in place ms").RightAligned())
+            .AddColumn(new TableColumn("GB/s").RightAligned()).AddColumn(new TableColumn("vs MHA").RightAligned())
+            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned());
+        foreach (int ctx in contexts)
+        {
+            double? mhaMs = null;
+            foreach (int kv in kvCounts)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                var q = randn([settings.Batch, heads, 1, headDim], dtype, device);
+                var k = randn([settings.Batch, kv, ctx, headDim], dtype, device);
+                var v = randn([settings.Batch, kv, ctx, headDim], dtype, device);
+                void Sync() { if (device.type == TorchSharp.DeviceType.CUDA) TorchSharp.torch.cuda.synchronize(); }
+                double inPlace = Timing.MedianMilliseconds(() =>
+                {
+                    using var s = NewDisposeScope();
+                    MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true);
+                    Sync();
+                }, settings.Iterations);
+                double copied = Timing.MedianMilliseconds(() =>
+                {
+                    using var s = NewDisposeScope();
+                    int group = heads / kv;
+                    nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1));
+                    Sync();
+                }, settings.Iterations);
+                mhaMs ??= kv == heads ? inPlace : null;
+                double gbPerSecond = 2.0 * k.numel() * k.element_size() / (inPlace / 1000) / 1e9;
+                table.AddRow(ctx.ToString("N0", CultureInfo.InvariantCulture), kv.ToString(CultureInfo.InvariantCulture),
+                    inPlace.ToString("0.000", CultureInfo.InvariantCulture), gbPerSecond.ToString("0.0", CultureInfo.InvariantCulture),
+                    mhaMs is { } m ? (m / inPlace).ToString("0.00x", CultureInfo.InvariantCulture) : "-",
+                    copied.ToString("0.000", CultureInfo.InvariantCulture), (copied / inPlace).ToString("0.0x", CultureInfo.InvariantCulture));
+            }
+        }
+        console.Write(table);
+        console.MarkupLine("[grey]Wall-clock medians on this machine now; for reportable figures use the BenchmarkDotNet suite (docs/benchmarks.md).[/]");
+        return 0;
+    }
+}

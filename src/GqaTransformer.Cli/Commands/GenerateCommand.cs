@@ -1,0 +1,129 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.Tokenizers;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Cli;
+
+/// <summary><c>gqa generate</c>: streams a continuation from a checkpoint, then prints speed and cache size.</summary>
+public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateCommand.Settings>
+{
+    /// <summary>Options of <c>gqa generate</c>.</summary>
+    public sealed class Settings : GqaSettings
+    {
+        /// <summary>Checkpoint directory.</summary>
+        [CommandOption("--model <DIR>")][Description("Checkpoint directory (config.json + safetensors).")]
+        public string? Model { get; init; }
+
+        /// <summary>Prompt text.</summary>
+        [CommandOption("--prompt <TEXT>")][Description("Prompt text (needs --tokenizer).")]
+        public string? Prompt { get; init; }
+
+        /// <summary>Tokenizer file.</summary>
+        [CommandOption("--tokenizer <FILE>")][Description("tokenizer.model, a .tiktoken file, or a directory with vocab.json + merges.txt.")]
+        public string? Tokenizer { get; init; }
+
+        /// <summary>Prompt token ids.</summary>
+        [CommandOption("--ids <LIST>")][Description("Prompt token ids, comma-separated.")]
+        public string? Ids { get; init; }
+
+        /// <summary>Tokens to generate.</summary>
+        [CommandOption("--max-new <N>")][Description("Most new tokens. Default 64.")][DefaultValue(64)]
+        public int MaxNew { get; init; } = 64;
+
+        /// <summary>Temperature.</summary>
+        [CommandOption("--temperature <T>")][Description("0 (default) is greedy.")][DefaultValue(0.0)]
+        public double Temperature { get; init; }
+
+        /// <summary>Top-k.</summary>
+        [CommandOption("--top-k <K>")][Description("Sample among the k most likely tokens; 0 is off.")][DefaultValue(0)]
+        public int TopK { get; init; }
+
+        /// <summary>Top-p.</summary>
+        [CommandOption("--top-p <P>")][Description("Nucleus sampling mass; 1 is off.")][DefaultValue(1.0)]
+        public double TopP { get; init; } = 1.0;
+
+        /// <summary>Repetition penalty.</summary>
+        [CommandOption("--repetition-penalty <X>")][Description("1 is off.")][DefaultValue(1.0)]
+        public double RepetitionPenalty { get; init; } = 1.0;
+
+        /// <summary>Seed.</summary>
+        [CommandOption("--seed <N>")][Description("Seed for reproducible sampling.")]
+        public ulong? Seed { get; init; }
+
+        /// <summary>Device.</summary>
+        [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
+        public string Device { get; init; } = "cpu";
+
+        /// <summary>Element type.</summary>
+        [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16.")][DefaultValue("fp32")]
+        public string Dtype { get; init; } = "fp32";
+
+        /// <inheritdoc />
+        public override ValidationResult Validate()
+        {
+            if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
+            if ((Prompt is null) == (Ids is null)) return ValidationResult.Error("Give either --prompt TEXT (with --tokenizer FILE) or --ids 1,2,3.");
+            if (Prompt is not null && Tokenizer is null) return ValidationResult.Error("--prompt needs --tokenizer FILE.");
+            return ValidationResult.Success();
+        }
+    }
+
+    /// <inheritdoc />
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = settings.MaxNew, Temperature = settings.Temperature, TopK = settings.TopK, TopP = settings.TopP,
+            RepetitionPenalty = settings.RepetitionPenalty, Seed = settings.Seed,
+        }.Validate();
+        var device = Parsing.Device(settings.Device);
+        var dtype = Parsing.Dtype(settings.Dtype);
+        Tokenizer? tokenizer = settings.Tokenizer is null ? null : TextGeneration.LoadTokenizer(settings.Tokenizer);
+        IReadOnlyList<int> prompt = tokenizer is not null
+            ? tokenizer.EncodeToIds(settings.Prompt!)
+            : Parsing.IntList(settings.Ids!, "--ids");
+
+        using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
+        var generator = new Generator(model);
+        var produced = new List<int>();
+        var clock = Stopwatch.StartNew();
+        double firstTokenSeconds = 0;
+        string printed = "";
+        foreach (var step in generator.StreamBatch([prompt], options, cancellationToken))
+        {
+            if (produced.Count == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds;
+            produced.Add(step[0]!.Value);
+            if (tokenizer is not null)
+            {
+                string text = tokenizer.Decode(produced) ?? "";
+                if (!text.EndsWith('\uFFFD') && text.Length > printed.Length)
+                {
+                    console.Write(new Text(text[printed.Length..]));
+                    printed = text;
+                }
+            }
+            else
+            {
+                console.Write(new Text((produced.Count > 1 ? "," : "") + step[0]!.Value.ToString(CultureInfo.InvariantCulture)));
+            }
+        }
+        double total = clock.Elapsed.TotalSeconds;
+        console.WriteLine();
+
+        long cacheBytes = KvCache.EstimateBytes(model.Config, 1, prompt.Count + produced.Count - 1, dtype);
+        var table = new Table().AddColumn("prompt tokens").AddColumn("prefill tok/s").AddColumn("new tokens").AddColumn("decode tok/s").AddColumn("KV cache");
+        double decodeSeconds = total - firstTokenSeconds;
+        table.AddRow(
+            prompt.Count.ToString(CultureInfo.InvariantCulture),
+            (prompt.Count / firstTokenSeconds).ToString("0.0", CultureInfo.InvariantCulture),
+            produced.Count.ToString(CultureInfo.InvariantCulture),
+            produced.Count > 1 ? ((produced.Count - 1) / decodeSeconds).ToString("0.0", CultureInfo.InvariantCulture) : "-",
+            $"{Parsing.Size(cacheBytes)} ({model.Config.NumKeyValueHeads} kv heads, {Parsing.DtypeName(dtype)})");
+        console.Write(table);
+        return 0;
+    }
+}

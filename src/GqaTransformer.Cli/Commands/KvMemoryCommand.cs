@@ -1,0 +1,100 @@
+using System.ComponentModel;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Cli;
+
+/// <summary><c>gqa kv-memory</c>: the KV-cache size table for a config and its MHA/GQA/MQA variants.</summary>
+public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryCommand.Settings>
+{
+    /// <summary>Options of <c>gqa kv-memory</c>.</summary>
+    public sealed class Settings : GqaSettings
+    {
+        /// <summary>A config.json file.</summary>
+        [CommandOption("--config <FILE>")][Description("A HuggingFace config.json.")]
+        public string? Config { get; init; }
+
+        /// <summary>A preset name.</summary>
+        [CommandOption("--preset <NAME>")][Description("llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, llama-3-70b, mistral-7b or qwen2-7b.")]
+        public string? Preset { get; init; }
+
+        /// <summary>Batch size.</summary>
+        [CommandOption("--batch <N>")][Description("Sequences decoded together. Default 1.")][DefaultValue(1)]
+        public int Batch { get; init; } = 1;
+
+        /// <summary>Context lengths.</summary>
+        [CommandOption("--context <LIST>")][Description("Comma-separated context lengths (4096 or 4k). Default 1k,4k,32k,128k.")][DefaultValue("1k,4k,32k,128k")]
+        public string Context { get; init; } = "1k,4k,32k,128k";
+
+        /// <summary>Element type.</summary>
+        [CommandOption("--dtype <DTYPE>")][Description("fp32, bf16 or fp16. Default bf16.")][DefaultValue("bf16")]
+        public string Dtype { get; init; } = "bf16";
+
+        /// <summary>Memory budget.</summary>
+        [CommandOption("--budget <SIZE>")][Description("Memory for the cache, e.g. 24GiB: prints the longest context that fits.")]
+        public string? Budget { get; init; }
+
+        /// <inheritdoc />
+        public override ValidationResult Validate()
+        {
+            if ((Config is null) == (Preset is null)) return ValidationResult.Error("Give exactly one of --config FILE or --preset NAME.");
+            if (Batch <= 0) return ValidationResult.Error($"--batch must be positive, but was {Batch}.");
+            return ValidationResult.Success();
+        }
+    }
+
+    /// <inheritdoc />
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var config = settings.Config is not null ? DecoderConfig.FromFile(settings.Config) : ModelPresets.Get(settings.Preset!);
+        string name = settings.Preset ?? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(settings.Config!))) ?? settings.Config!;
+        var contexts = Parsing.IntList(settings.Context, "--context");
+        var dtype = Parsing.Dtype(settings.Dtype);
+        long? budget = settings.Budget is null ? null : Parsing.Bytes(settings.Budget);
+
+        var variants = Variants(config);
+        if (budget is { } b)
+        {
+            long smallest = variants.Min(v => KvCache.EstimateBytes(v.Config, settings.Batch, 1, dtype));
+            if (b < smallest)
+                throw new ArgumentException($"A budget of {Parsing.Size(b)} holds less than one token of KV cache ({Parsing.Size(smallest)} per token even for the smallest variant).");
+        }
+
+        var table = new Table().Title($"KV cache of {name}: {config.NumHiddenLayers} layers, {config.NumAttentionHeads} query heads × {config.HeadDim}, batch {settings.Batch}, {Parsing.DtypeName(dtype)}");
+        table.AddColumn("variant").AddColumn(new TableColumn("per token").RightAligned());
+        foreach (int c in contexts) table.AddColumn(new TableColumn($"{c:N0} tokens").RightAligned());
+        table.AddColumn(new TableColumn("vs MHA").RightAligned());
+        if (budget is not null) table.AddColumn(new TableColumn($"longest in {settings.Budget}").RightAligned());
+        long mhaPerToken = KvCache.EstimateBytes(config with { NumKeyValueHeads = config.NumAttentionHeads }, settings.Batch, 1, dtype);
+        foreach (var (label, variant) in variants)
+        {
+            long perToken = KvCache.EstimateBytes(variant, settings.Batch, 1, dtype);
+            var row = new List<string> { label, Parsing.Size(perToken) };
+            row.AddRange(contexts.Select(c => Parsing.Size(KvCache.EstimateBytes(variant, settings.Batch, c, dtype))));
+            row.Add($"1/{mhaPerToken / perToken}");
+            if (budget is { } limit)
+            {
+                long tokens = KvCache.MaxTokensForBudget(variant, settings.Batch, limit, dtype);
+                row.Add(tokens == long.MaxValue ? $"unbounded (window {variant.SlidingWindow})" : $"{tokens:N0}");
+            }
+            table.AddRow(row.Select(Markup.Escape).ToArray());
+        }
+        console.Write(table);
+        console.MarkupLine("[grey]Weights and activations are not included; the cache is 2 · layers · batch · kv heads · tokens · head_dim · bytes.[/]");
+        return 0;
+    }
+
+    /// <summary>The config itself and its MHA, GQA-8 and MQA variants, without repeats.</summary>
+    internal static List<(string Label, DecoderConfig Config)> Variants(DecoderConfig config)
+    {
+        var kvCounts = new SortedSet<int>(Comparer<int>.Create((a, b) => b.CompareTo(a))) { config.NumAttentionHeads, config.NumKeyValueHeads, 1 };
+        if (config.NumAttentionHeads % 8 == 0 && config.NumAttentionHeads > 8) kvCounts.Add(8);
+        return kvCounts.Select(kv =>
+        {
+            string kind = kv == config.NumAttentionHeads ? "MHA" : kv == 1 ? "MQA" : "GQA";
+            string mark = kv == config.NumKeyValueHeads ? " (this model)" : "";
+            return ($"{kind}, {kv} kv heads{mark}", config with { NumKeyValueHeads = kv });
+        }).ToList();
+    }
+}

@@ -1,0 +1,82 @@
+using System.Globalization;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Cli;
+
+/// <summary>Parsers for the command-line's value formats. Each throws <see cref="ArgumentException"/> with a one-line message.</summary>
+internal static class Parsing
+{
+    public static long Bytes(string text)
+    {
+        var units = new (string Suffix, long Factor)[]
+        {
+            ("TiB", 1L << 40), ("GiB", 1L << 30), ("MiB", 1L << 20), ("KiB", 1L << 10),
+            ("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000), ("B", 1),
+        };
+        string trimmed = text.Trim();
+        foreach (var (suffix, factor) in units)
+            if (trimmed.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            {
+                string number = trimmed[..^suffix.Length].Trim();
+                if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value >= 0)
+                    return (long)(value * factor);
+                break;
+            }
+        if (long.TryParse(trimmed, NumberStyles.Integer, CultureInfo.InvariantCulture, out long plain) && plain >= 0) return plain;
+        throw new ArgumentException($"'{text}' is not a size; write it like 24GiB, 512MiB or 80GB.");
+    }
+
+    public static int[] IntList(string text, string option)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var values = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            string p = parts[i];
+            int multiplier = 1;
+            if (p.EndsWith('k') || p.EndsWith('K')) { multiplier = 1024; p = p[..^1]; }
+            if (!int.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) || v < 0 || (long)v * multiplier > int.MaxValue)
+                throw new ArgumentException($"{option} must be a comma-separated list of non-negative integers (4096 or 4k), but got '{text}'.");
+            values[i] = v * multiplier;
+        }
+        if (values.Length == 0) throw new ArgumentException($"{option} is empty.");
+        return values;
+    }
+
+    public static ScalarType Dtype(string text) => text.ToLowerInvariant() switch
+    {
+        "fp32" or "float32" or "f32" => ScalarType.Float32,
+        "bf16" or "bfloat16" => ScalarType.BFloat16,
+        "fp16" or "float16" or "f16" or "half" => ScalarType.Float16,
+        _ => throw new ArgumentException($"dtype '{text}' is not supported; use fp32, bf16 or fp16."),
+    };
+
+    public static string DtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.BFloat16 => "bf16",
+        ScalarType.Float16 => "fp16",
+        _ => "fp32",
+    };
+
+    public static Device Device(string text)
+    {
+        string lower = text.ToLowerInvariant();
+        if (lower == "cpu") return CPU;
+        if (lower.StartsWith("cuda"))
+        {
+            if (!TorchSharp.torch.cuda.is_available())
+                throw new ArgumentException("--device cuda was asked for, but TorchSharp finds no CUDA device (is a CUDA libtorch on the library path?).");
+            return new Device(lower);
+        }
+        throw new ArgumentException($"device '{text}' is not supported; use cpu or cuda.");
+    }
+
+    public static string Size(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        double value = bytes;
+        int unit = 0;
+        while (value >= 1024 && unit < units.Length - 1) { value /= 1024; unit++; }
+        return unit == 0 ? $"{bytes} B" : string.Create(CultureInfo.InvariantCulture, $"{value:0.##} {units[unit]}");
+    }
+}

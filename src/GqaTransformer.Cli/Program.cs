@@ -1,0 +1,4 @@
+using GqaTransformer.Cli;
+using Spectre.Console;
+
+return CliApp.Run(args, AnsiConsole.Console);
