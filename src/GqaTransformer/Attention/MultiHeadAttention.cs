@@ -30,9 +30,12 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     /// <param name="ropeScaling">Optional RoPE scaling.</param>
     /// <param name="layerIndex">Which layer of a <see cref="KvCache"/> this attention reads and writes.</param>
     /// <param name="name">Module name.</param>
+    /// <param name="device">Device of the weights (default CPU).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
     public MultiHeadAttention(int hiddenSize, int numHeads, int? numKvHeads = null, int? headDim = null, bool bias = false,
-        double ropeTheta = 10000.0, RopeScaling? ropeScaling = null, int layerIndex = 0, string name = "self_attn")
-        : this(hiddenSize, numHeads, numKvHeads ?? numHeads, headDim, bias, bias, ropeTheta, ropeScaling, layerIndex, name)
+        double ropeTheta = 10000.0, RopeScaling? ropeScaling = null, int layerIndex = 0, string name = "self_attn",
+        Device? device = null, ScalarType? dtype = null)
+        : this(hiddenSize, numHeads, numKvHeads ?? numHeads, headDim, bias, bias, ropeTheta, ropeScaling, layerIndex, name, device, dtype)
     {
     }
 
@@ -40,14 +43,16 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     /// <param name="config">The model's config.</param>
     /// <param name="layerIndex">Which layer of a <see cref="KvCache"/> this attention reads and writes.</param>
     /// <param name="name">Module name.</param>
-    public MultiHeadAttention(DecoderConfig config, int layerIndex = 0, string name = "self_attn")
+    /// <param name="device">Device of the weights (default CPU).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
+    public MultiHeadAttention(DecoderConfig config, int layerIndex = 0, string name = "self_attn", Device? device = null, ScalarType? dtype = null)
         : this(Validated(config).HiddenSize, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,
-            config.QkvBias, config.OutputBias, config.RopeTheta, config.RopeScaling, layerIndex, name)
+            config.QkvBias, config.OutputBias, config.RopeTheta, config.RopeScaling, layerIndex, name, device, dtype)
     {
     }
 
     private MultiHeadAttention(int hiddenSize, int numHeads, int numKvHeads, int? headDim, bool qkvBias, bool outputBias,
-        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name) : base(name)
+        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name, Device? device, ScalarType? dtype) : base(name)
     {
         DecoderConfig.ValidateAttentionShape(hiddenSize, numHeads, numKvHeads, headDim, nameof(numKvHeads));
         if (layerIndex < 0)
@@ -57,10 +62,10 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         NumKvHeads = numKvHeads;
         HeadDim = headDim ?? hiddenSize / numHeads;
         LayerIndex = layerIndex;
-        _qProj = nn.Linear(hiddenSize, numHeads * HeadDim, hasBias: qkvBias);
-        _kProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias);
-        _vProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias);
-        _oProj = nn.Linear(numHeads * HeadDim, hiddenSize, hasBias: outputBias);
+        _qProj = nn.Linear(hiddenSize, numHeads * HeadDim, hasBias: qkvBias, device, dtype);
+        _kProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias, device, dtype);
+        _vProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias, device, dtype);
+        _oProj = nn.Linear(numHeads * HeadDim, hiddenSize, hasBias: outputBias, device, dtype);
         _rotary = new RotaryEmbedding(HeadDim, ropeTheta, ropeScaling);
         RegisterComponents();
     }
@@ -162,9 +167,15 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         {
             output = nn.functional.scaled_dot_product_attention(query, key, value, mask, is_casual: topLeftCausalIsRight);
         }
+        else if (t == 1 && query.device_type == DeviceType.CPU)
+        {
+            // Decode on the CPU: the group's query heads are the G columns of one K·qᵀ product per KV head, which
+            // reads each cached key once for all G heads (measured faster than SDPA's kernel here; benchmarks/).
+            output = DecodeOnCpu(query.reshape(b, kvHeads, group, d), key, value, mask).view(b, heads, 1, d);
+        }
         else if (t == 1)
         {
-            // Decode: the group's query heads become the query length of one SDPA call per KV head.
+            // Decode on an accelerator: the group's query heads become the query length of one fused SDPA call.
             var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
             output = nn.functional.scaled_dot_product_attention(folded, key, value, mask)      // mask [B,1,1,S] broadcasts over G
                 .view(b, heads, 1, d);                                                         // [B, H, 1, D]
@@ -180,6 +191,19 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             output = stack(members, 2).view(b, heads, t, d);                                   // [B, H, T, D]
         }
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>softmax(q·kᵀ/√d)·v for folded queries [B, Hkv, G, D] over [B, Hkv, S, D]; softmax in float32.</summary>
+    private static Tensor DecodeOnCpu(Tensor folded, Tensor key, Tensor value, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        var scaled = folded * (1.0 / Math.Sqrt(folded.shape[^1]));
+        var scores = key.matmul(scaled.transpose(2, 3))       // [B, Hkv, S, G]: K streams through once
+            .transpose(2, 3).contiguous();                    // [B, Hkv, G, S]
+        if (mask is not null)
+            scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity); // mask [B, 1, 1, S]
+        var weights = scores.softmax(-1, ScalarType.Float32).to(value.dtype);
+        return weights.matmul(value).MoveToOuterDisposeScope(); // [B, Hkv, G, D]
     }
 
     private void CheckInput(Tensor x)

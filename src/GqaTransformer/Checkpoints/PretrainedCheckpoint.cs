@@ -26,7 +26,7 @@ internal static class PretrainedCheckpoint
         try
         {
             var sources = IndexTensors(files);
-            model = Construct(config, dtype);
+            model = new DecoderModel(config, dtype); // built in the target dtype: a bf16 7B model never exists in fp32
             var parameters = model.state_dict();
             CheckKeysAndShapes(directory, config, sources, parameters);
 
@@ -173,21 +173,6 @@ internal static class PretrainedCheckpoint
                     $"Tensor '{name}' has shape [{string.Join(", ", entry.Shape)}] in '{sources[name].File.Path}', but the model expects [{string.Join(", ", target.shape)}].");
             if (!Guard.IsFloatingPoint(entry.Dtype))
                 throw new InvalidDataException($"Tensor '{name}' in '{sources[name].File.Path}' has dtype {entry.Dtype}; weights must be F32, F16, BF16 or F64.");
-        }
-    }
-
-    /// <summary>Builds the module directly in <paramref name="dtype"/>, so a bf16 7B model never exists in fp32.</summary>
-    private static DecoderModel Construct(DecoderConfig config, ScalarType dtype)
-    {
-        var previous = get_default_dtype();
-        set_default_dtype(dtype);
-        try
-        {
-            return new DecoderModel(config);
-        }
-        finally
-        {
-            set_default_dtype(previous);
         }
     }
 

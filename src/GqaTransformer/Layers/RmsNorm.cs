@@ -17,13 +17,15 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     /// <param name="size">Size of the normalised (last) dimension.</param>
     /// <param name="eps">Added to the mean square before the square root.</param>
     /// <param name="name">Module name.</param>
-    public RmsNorm(int size, double eps = 1e-6, string name = "norm") : base(name)
+    /// <param name="device">Device of the weight (default CPU).</param>
+    /// <param name="dtype">Element type of the weight (default float32).</param>
+    public RmsNorm(int size, double eps = 1e-6, string name = "norm", Device? device = null, ScalarType? dtype = null) : base(name)
     {
         Guard.Positive(size, nameof(size));
         if (!(eps > 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, $"eps must be positive, but was {eps}.");
         Size = size;
         _eps = eps;
-        weight = new Parameter(ones(size));
+        weight = new Parameter(ones(size, dtype ?? ScalarType.Float32, device));
         RegisterComponents();
     }
 

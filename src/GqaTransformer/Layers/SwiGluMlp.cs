@@ -16,13 +16,15 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
     /// <param name="hiddenSize">Width of the input and output.</param>
     /// <param name="intermediateSize">Inner width.</param>
     /// <param name="name">Module name.</param>
-    public SwiGluMlp(int hiddenSize, int intermediateSize, string name = "mlp") : base(name)
+    /// <param name="device">Device of the weights (default CPU).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
+    public SwiGluMlp(int hiddenSize, int intermediateSize, string name = "mlp", Device? device = null, ScalarType? dtype = null) : base(name)
     {
         Guard.Positive(hiddenSize, nameof(hiddenSize));
         Guard.Positive(intermediateSize, nameof(intermediateSize));
-        _gateProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false);
-        _upProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false);
-        _downProj = nn.Linear(intermediateSize, hiddenSize, hasBias: false);
+        _gateProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false, device, dtype);
+        _upProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false, device, dtype);
+        _downProj = nn.Linear(intermediateSize, hiddenSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 

@@ -16,14 +16,19 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "mlp")] private readonly SwiGluMlp _mlp;
 
     /// <summary>Creates layer <paramref name="layerIndex"/> of a model described by <paramref name="config"/>.</summary>
-    public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer") : base(name)
+    /// <param name="config">The model's config.</param>
+    /// <param name="layerIndex">The layer's index (and its layer in a <see cref="KvCache"/>).</param>
+    /// <param name="name">Module name.</param>
+    /// <param name="device">Device of the weights (default CPU).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
+    public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer", Device? device = null, ScalarType? dtype = null) : base(name)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        _inputNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "input_layernorm");
-        _attention = new MultiHeadAttention(config, layerIndex);
-        _postAttentionNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "post_attention_layernorm");
-        _mlp = new SwiGluMlp(config.HiddenSize, config.IntermediateSize);
+        _inputNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "input_layernorm", device, dtype);
+        _attention = new MultiHeadAttention(config, layerIndex, device: device, dtype: dtype);
+        _postAttentionNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "post_attention_layernorm", device, dtype);
+        _mlp = new SwiGluMlp(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -17,13 +17,18 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "model")] private readonly DecoderStack _model;
     [ComponentName(Name = "lm_head")] private readonly Linear? _lmHead;
 
-    /// <summary>Creates a randomly initialised model for <paramref name="config"/>.</summary>
-    public DecoderModel(DecoderConfig config, string name = "decoder") : base(name)
+    /// <summary>Creates a randomly initialised model for <paramref name="config"/>, directly on a device and dtype.</summary>
+    /// <param name="config">The model's config (validated here).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
+    /// <param name="device">Device of the weights (default CPU).</param>
+    public DecoderModel(DecoderConfig config, ScalarType? dtype = null, Device? device = null) : base("decoder")
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
-        _model = new DecoderStack(config);
-        _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        if (dtype is { } requested && !Guard.IsFloatingPoint(requested))
+            throw new ArgumentException($"dtype must be a floating-point type, but was {requested}.", nameof(dtype));
+        _model = new DecoderStack(config, device, dtype);
+        _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 
@@ -164,11 +169,11 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
         [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
 
-        public DecoderStack(DecoderConfig config) : base("model")
+        public DecoderStack(DecoderConfig config, Device? device, ScalarType? dtype) : base("model")
         {
-            _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize);
-            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i)).ToArray());
-            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps);
+            _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: device, dtype: dtype)).ToArray());
+            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: device, dtype: dtype);
             _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling);
             RegisterComponents();
         }

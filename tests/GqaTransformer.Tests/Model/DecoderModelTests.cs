@@ -105,6 +105,15 @@ public class DecoderModelTests
     }
 
     [Fact]
+    public void Models_are_built_directly_in_the_requested_dtype_without_touching_global_defaults()
+    {
+        using var model = new DecoderModel(Tiny.Config(), ScalarType.BFloat16);
+        model.parameters().Should().AllSatisfy(p => p.dtype.Should().Be(ScalarType.BFloat16));
+        get_default_dtype().Should().Be(ScalarType.Float32);
+        FluentActions.Invoking(() => new DecoderModel(Tiny.Config(), ScalarType.Int64)).Should().Throw<ArgumentException>().WithParameterName("dtype");
+    }
+
+    [Fact]
     public void Last_token_only_returns_the_last_row_of_the_logits()
     {
         using var scope = NewDisposeScope();
