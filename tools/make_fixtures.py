@@ -124,6 +124,11 @@ def write_case(name, model, *, seq=24, batch=2, gen_prompt=8, gen_new=16, save_d
 
 def main():
     print("torch", torch.__version__, "transformers", transformers.__version__)
+    only = set(sys.argv[2:])  # optional case names: write only those
+    global write_case
+    if only:
+        everything = write_case
+        write_case = lambda name, *a, **k: everything(name, *a, **k) if name in only else None
     write_case("mistral_sliding", build(MistralForCausalLM, MistralConfig(**COMMON, head_dim=16, sliding_window=8), 21),
                seq=24, gen_prompt=8, gen_new=24, seed=1)
     write_case("qwen2_bias", build(Qwen2ForCausalLM, Qwen2Config(**COMMON, tie_word_embeddings=False), 22), seed=2)

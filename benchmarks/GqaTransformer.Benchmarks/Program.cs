@@ -2,10 +2,15 @@ using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using GqaTransformer.Benchmarks.Report;
 
-// In-process: the benchmarks run in this already-patched, already-loaded process (libtorch's natives are large,
-// and an out-of-process build would need its own copy of libLibTorchSharp.so patched; see README).
+// `report`: the benchmark command that measures everything in one run and writes docs/benchmarks.md with its charts.
+if (args.Length > 0 && args[0] == "report") return ReportCommand.Run(args[1..]);
+
+// Otherwise BenchmarkDotNet. In-process: the benchmarks run in this process, whose libLibTorchSharp.so the build has
+// already patched (an out-of-process toolchain would build and load its own copy).
 var config = DefaultConfig.Instance
     .AddJob(Job.ShortRun.WithToolchain(InProcessEmitToolchain.Instance).WithId("InProcess"))
     .WithOptions(ConfigOptions.DisableOptimizationsValidator);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+return 0;

@@ -32,6 +32,14 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         [CommandOption("--tolerance <X>")][Description("Largest allowed |logits - reference|. Default 1e-4.")][DefaultValue(1e-4)]
         public double Tolerance { get; init; } = 1e-4;
 
+        /// <summary>Device.</summary>
+        [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
+        public string Device { get; init; } = "cpu";
+
+        /// <summary>Element type.</summary>
+        [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16; half precision needs a looser --tolerance.")][DefaultValue("fp32")]
+        public string Dtype { get; init; } = "fp32";
+
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
@@ -50,13 +58,14 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         foreach (var required in new[] { "input_ids", "logits" })
             if (!reference.Entries.ContainsKey(required))
                 throw new InvalidDataException($"'{settings.Reference}' has no '{required}' tensor.");
-        using var model = DecoderModel.FromPretrained(settings.Model!);
+        var device = Parsing.Device(settings.Device);
+        using var model = DecoderModel.FromPretrained(settings.Model!, Parsing.Dtype(settings.Dtype), device);
 
-        var ids = reference.Read("input_ids", ScalarType.Int64);
+        var ids = reference.Read("input_ids", ScalarType.Int64, device);
         var expected = reference.Read("logits", ScalarType.Float32);
         var mask = reference.Entries.ContainsKey("attention_mask") ? reference.Read("attention_mask", ScalarType.Int64) : null;
-        var positions = reference.Entries.ContainsKey("position_ids") ? reference.Read("position_ids", ScalarType.Int64) : null;
-        var logits = model.forward(ids, null, mask, positions).to(ScalarType.Float32);
+        var positions = reference.Entries.ContainsKey("position_ids") ? reference.Read("position_ids", ScalarType.Int64, device) : null;
+        var logits = model.forward(ids, null, mask?.to(device), positions).to(ScalarType.Float32, CPU);
         if (!logits.shape.SequenceEqual(expected.shape))
             throw new InvalidDataException($"The model's logits are [{string.Join(", ", logits.shape)}] but the reference's are [{string.Join(", ", expected.shape)}].");
         var difference = (logits - expected).abs();
@@ -72,6 +81,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         var table = new Table().AddColumn("check").AddColumn("result").AddColumn("");
         table.AddRow("max |logits - reference|", maxDifference.ToString("0.###E+0", CultureInfo.InvariantCulture),
             logitsOk ? $"[green]within {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]" : $"[red]above {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]");
+        table.AddRow("device, dtype", $"{model.Device}, {Parsing.DtypeName(model.Dtype)}", "");
         table.AddRow("greedy tokens", Markup.Escape(tokenDetail), tokensOk switch { true => "[green]match[/]", false => "[red]differ[/]", null => "[grey]skipped[/]" });
         console.Write(table);
         bool ok = logitsOk && tokensOk != false;

@@ -1,0 +1,91 @@
+using GqaTransformer;
+using ScottPlot;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Benchmarks.Report;
+
+/// <summary>One decode step of attention (query length 1) over a cache: 32 query heads × 128, fp32.</summary>
+internal static class AttentionSection
+{
+    private const int Heads = 32, HeadDim = 128;
+
+    public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs)
+    {
+        public double KvBytes => 2.0 * Batch * KvHeads * Context * HeadDim * 4;
+    }
+
+    public static List<Result> Run(int[] contexts, int[] batches, int rounds, Action<string> progress)
+    {
+        var results = new List<Result>();
+        foreach (int batch in batches)
+            foreach (int context in contexts)
+            {
+                if (batch > 1 && context > 4096) continue; // 8 × 32 heads × 8k in fp32 would be 2 GiB per copy
+                foreach (int kv in new[] { 32, 8, 4, 1 })
+                {
+                    progress($"attention: batch {batch}, context {context}, {kv} kv heads");
+                    using var scope = NewDisposeScope();
+                    manual_seed(0);
+                    var q = randn(batch, Heads, 1, HeadDim);
+                    // Keys and values as a cache view: [B, Hkv, capacity, D] narrowed to the context, as in decoding.
+                    var k = randn(batch, kv, context + 64, HeadDim).narrow(2, 0, context);
+                    var v = randn(batch, kv, context + 64, HeadDim).narrow(2, 0, context);
+                    int group = Heads / kv;
+                    var medians = Measure.InterleavedMedians(
+                    [
+                        () => { using var s = NewDisposeScope(); MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true); },
+                        () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q.reshape(batch, kv, group, HeadDim), k, v); },
+                        () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)); },
+                    ], rounds);
+                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2]));
+                }
+            }
+        return results;
+    }
+
+    public static void Write(Markdown md, List<Result> results, double bandwidth, string outputDirectory)
+    {
+        md.Line("## 2. Decode attention on the CPU").Line();
+        md.Line("One decode step of attention (query length 1), 32 query heads of 128, fp32, keys/values as views of a preallocated cache.");
+        md.Line("*library* is `MultiHeadAttention.GroupedScaledDotProduct` (K/V read in place); *SDPA folded* is TorchSharp's SDPA with each group's");
+        md.Line("query heads folded into the query length (also in place); *K/V copied* repeats K/V per query head first, as HF's eager path and");
+        md.Line($"Microsoft.ML.GenAI do. GB/s = KV bytes / median time. Floor = KV bytes / measured read bandwidth ({Measure.F(bandwidth, "0.0")} GB/s).").Line();
+        foreach (var batch in results.Select(r => r.Batch).Distinct())
+        {
+            md.Line($"Batch {batch}, median ms:").Line();
+            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "× floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
+                results.Where(r => r.Batch == batch).Select(r =>
+                {
+                    var mha = results.First(x => x.Batch == batch && x.Context == r.Context && x.KvHeads == 32);
+                    double floorMs = r.KvBytes / (bandwidth * 1e9) * 1000;
+                    return new[]
+                    {
+                        $"{r.Context}", $"{r.KvHeads}", Measure.Bytes(r.KvBytes), Measure.F(r.LibraryMs, "0.000"), Measure.F(r.KvBytes / (r.LibraryMs / 1000) / 1e9, "0.0"),
+                        Measure.F(r.LibraryMs / floorMs, "0.0"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"), Measure.F(r.CopyMs, "0.000"),
+                        Measure.F(r.CopyMs / r.LibraryMs, "0.0") + "x",
+                    };
+                }));
+        }
+
+        var plot = new Plot();
+        foreach (int kv in new[] { 32, 8, 4, 1 })
+        {
+            var series = results.Where(r => r.Batch == 1 && r.KvHeads == kv).OrderBy(r => r.Context).ToArray();
+            var line = plot.Add.Scatter(series.Select(r => Math.Log2(r.Context)).ToArray(), series.Select(r => r.LibraryMs).ToArray());
+            line.LegendText = kv == 32 ? "MHA (32 kv heads)" : kv == 1 ? "MQA (1 kv head)" : $"GQA ({kv} kv heads)";
+        }
+        var copied = results.Where(r => r.Batch == 1 && r.KvHeads == 8).OrderBy(r => r.Context).ToArray();
+        var baseline = plot.Add.Scatter(copied.Select(r => Math.Log2(r.Context)).ToArray(), copied.Select(r => r.CopyMs).ToArray());
+        baseline.LegendText = "GQA 8, K/V copied per query head";
+        baseline.LinePattern = LinePattern.Dashed;
+        var contexts = results.Select(r => r.Context).Distinct().Order().ToArray();
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(contexts.Select(c => Math.Log2(c)).ToArray(), contexts.Select(c => $"{c}").ToArray());
+        plot.Title("Decode attention step, batch 1, 32 query heads × 128, fp32, CPU");
+        plot.XLabel("context (tokens)");
+        plot.YLabel("median ms");
+        plot.ShowLegend(Alignment.UpperLeft);
+        plot.SavePng(Path.Combine(outputDirectory, "decode-attention.png"), 800, 500);
+        md.Line("![Decode attention latency vs context](decode-attention.png)").Line();
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (see README, "CUDA"): a self-contained publish of `gqa` (without CPU natives) against the
+# machine's own PyTorch CUDA libraries. Checks parity with every transformers fixture on CUDA, runs the attention
+# benchmark there, and PyTorch's own numbers for the same shapes.
+set -uo pipefail
+pkg=${1:-.device/gqa.tar.xz}
+work=$(mktemp -d)
+tar xJf "$pkg" -C "$work"
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
+export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
+gqa="$work/gqa/gqa"
+data=tests/GqaTransformer.Tests/TestData
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+for dir in "$data"/hf-tiny/* "$data"/hf-ref/*; do
+  [ -f "$dir/expected.safetensors" ] || continue
+  echo "== verify $(basename "$dir") on cuda, fp32"
+  "$gqa" verify --model "$dir" --reference "$dir/expected.safetensors" --device cuda; echo "exit $?"
+done
+for name in llama_gqa llama_mqa; do
+  echo "== verify $name on cuda, bf16 (tolerance 0.5)"
+  "$gqa" verify --model "$data/hf-tiny/$name" --reference "$data/hf-tiny/$name/expected.safetensors" --device cuda --dtype bf16 --tolerance 0.5; echo "exit $?"
+done
+echo "== generate on cuda"
+"$gqa" generate --model "$data/hf-tiny/llama_gqa" --ids 5,9,13 --max-new 12 --device cuda
+"$gqa" generate --model "$data/hf-tiny/llama_gqa" --ids 5,9,13 --max-new 12 --device cpu
+for batch in 1 8; do
+  echo "== gqa bench, cuda, bf16, batch $batch"
+  "$gqa" bench --device cuda --dtype bf16 --context 1k,4k,8k,32k --batch $batch --iterations 50
+done
+echo "== PyTorch reference"
+python3 tools/gpu_attention_reference.py
