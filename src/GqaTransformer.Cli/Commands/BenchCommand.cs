@@ -61,7 +61,8 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         var table = new Table().Title($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
             .AddColumn("context").AddColumn("kv heads").AddColumn(new TableColumn("in place ms").RightAligned())
             .AddColumn(new TableColumn("GB/s").RightAligned()).AddColumn(new TableColumn("vs MHA").RightAligned())
-            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned());
+            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned())
+            .AddColumn(new TableColumn("stride-0 view ms").RightAligned());
         foreach (int ctx in contexts)
         {
             double? mhaMs = null;
@@ -86,12 +87,24 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
                     nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1));
                     Sync();
                 }, settings.Iterations);
+                // Experimental: K/V as a stride-0 expand over each group (no copy), batch and KV heads merged, q_len 1.
+                double expanded = Timing.MedianMilliseconds(() =>
+                {
+                    using var s = NewDisposeScope();
+                    int group = heads / kv;
+                    long bk = (long)settings.Batch * kv;
+                    var ke = k.view(bk, 1, ctx, headDim).expand(bk, group, ctx, headDim);
+                    var ve = v.view(bk, 1, ctx, headDim).expand(bk, group, ctx, headDim);
+                    nn.functional.scaled_dot_product_attention(q.view(bk, group, 1, headDim), ke, ve);
+                    Sync();
+                }, settings.Iterations);
                 mhaMs ??= kv == heads ? inPlace : null;
                 double gbPerSecond = 2.0 * k.numel() * k.element_size() / (inPlace / 1000) / 1e9;
                 table.AddRow(ctx.ToString("N0", CultureInfo.InvariantCulture), kv.ToString(CultureInfo.InvariantCulture),
                     inPlace.ToString("0.000", CultureInfo.InvariantCulture), gbPerSecond.ToString("0.0", CultureInfo.InvariantCulture),
                     mhaMs is { } m ? (m / inPlace).ToString("0.00x", CultureInfo.InvariantCulture) : "-",
-                    copied.ToString("0.000", CultureInfo.InvariantCulture), (copied / inPlace).ToString("0.0x", CultureInfo.InvariantCulture));
+                    copied.ToString("0.000", CultureInfo.InvariantCulture), (copied / inPlace).ToString("0.0x", CultureInfo.InvariantCulture),
+                    expanded.ToString("0.000", CultureInfo.InvariantCulture));
             }
         }
         console.Write(table);

@@ -171,14 +171,14 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         {
             // Decode on the CPU: the group's query heads are the G columns of one K·qᵀ product per KV head, which
             // reads each cached key once for all G heads (measured faster than SDPA's kernel here; benchmarks/).
-            output = DecodeOnCpu(query.reshape(b, kvHeads, group, d), key, value, mask).view(b, heads, 1, d);
+            output = DecodeOnCpu(query.reshape(b, kvHeads, group, d), key, value, mask).reshape(b, heads, 1, d);
         }
         else if (t == 1)
         {
             // Decode on an accelerator: the group's query heads become the query length of one fused SDPA call.
             var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
             output = nn.functional.scaled_dot_product_attention(folded, key, value, mask)      // mask [B,1,1,S] broadcasts over G
-                .view(b, heads, 1, d);                                                         // [B, H, 1, D]
+                .reshape(b, heads, 1, d);                                                      // [B, H, 1, D]; CUDA kernels may return a transposed layout
         }
         else
         {
@@ -188,7 +188,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             for (int g = 0; g < group; g++)
                 members[g] = nn.functional.scaled_dot_product_attention(
                     grouped.select(2, g), key, value, mask, is_casual: topLeftCausalIsRight);  // [B, Hkv, T, D]
-            output = stack(members, 2).view(b, heads, t, d);                                   // [B, H, T, D]
+            output = stack(members, 2).reshape(b, heads, t, d);                                // [B, H, T, D]
         }
         return output.MoveToOuterDisposeScope();
     }
