@@ -27,6 +27,9 @@ for batch in 1 8; do
   echo "== gqa bench, cuda, bf16, batch $batch"
   "$gqa" bench --device cuda --dtype bf16 --context 1k,4k,8k,32k --batch $batch --iterations 50
 done
+echo "== whole-model decode, 1.1B Llama shape, bf16, cuda"
+"$gqa" bench --model --device cuda --dtype bf16 --context 512 --batch 1 --kv-heads 32,8,1 --new-tokens 128
+"$gqa" bench --model --device cuda --dtype bf16 --context 2048 --batch 8 --kv-heads 32,8,1 --new-tokens 64
 [ "${SKIP_TORCH_REFERENCE:-0}" = 1 ] && exit 0
 echo "== PyTorch reference"
 python3 tools/gpu_attention_reference.py

@@ -40,11 +40,68 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
         public string Device { get; init; } = "cpu";
 
+        /// <summary>Whole-model decode instead of attention alone.</summary>
+        [CommandOption("--model")][Description("Benchmark whole-model decode of a 1.1B Llama shape (16 layers, hidden 2048, 32 heads × 64, FFN 5632, random weights): prefill --context tokens per sequence, then --new-tokens steps.")]
+        public bool Model { get; init; }
+
+        /// <summary>Decode steps for --model.</summary>
+        [CommandOption("--new-tokens <N>")][Description("Decode steps with --model. Default 128.")][DefaultValue(128)]
+        public int NewTokens { get; init; } = 128;
+
         /// <inheritdoc />
         public override ValidationResult Validate()
             => Iterations < 1 ? ValidationResult.Error("--iterations must be positive.")
              : Batch < 1 ? ValidationResult.Error("--batch must be positive.")
              : ValidationResult.Success();
+    }
+
+    /// <summary>The 1.1B Llama shape (TinyLlama's) used for whole-model decode numbers.</summary>
+    internal static DecoderConfig OneBillion(int kvHeads) => new()
+    {
+        HiddenSize = 2048, NumAttentionHeads = 32, NumKeyValueHeads = kvHeads, NumHiddenLayers = 16, IntermediateSize = 5632,
+        VocabSize = 32000, MaxPositionEmbeddings = 65536, RmsNormEps = 1e-5,
+    };
+
+    private int BenchModel(Settings settings, int[] contexts, int[] kvCounts, ScalarType dtype, Device device, CancellationToken cancellationToken)
+    {
+        var table = new Table().Title($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens")
+            .AddColumn("prompt").AddColumn("kv heads").AddColumn(new TableColumn("prefill ms").RightAligned())
+            .AddColumn(new TableColumn("decode ms/step").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned())
+            .AddColumn(new TableColumn("vs MHA").RightAligned()).AddColumn(new TableColumn("KV cache").RightAligned());
+        foreach (int context in contexts)
+        {
+            double? mha = null;
+            foreach (int kv in kvCounts)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                manual_seed(1);
+                using var model = new DecoderModel(OneBillion(kv), dtype, device);
+                model.eval();
+                using var session = new GenerationSession(model, settings.Batch, context + settings.NewTokens + 1);
+                var random = new Random(3);
+                var prompts = Enumerable.Range(0, settings.Batch).Select(_ => (IReadOnlyList<int>)Enumerable.Range(0, context).Select(_ => random.Next(32000)).ToArray()).ToList();
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var logits = session.Prefill(prompts);
+                double prefillMs = clock.Elapsed.TotalMilliseconds;
+                var next = logits.argmax(-1).data<long>().ToArray();
+                logits.Dispose();
+                clock.Restart();
+                for (int step = 0; step < settings.NewTokens; step++)
+                {
+                    logits = session.DecodeStep(next);          // ends in a copy to the CPU: every step is synchronised
+                    next = logits.argmax(-1).data<long>().ToArray();
+                    logits.Dispose();
+                }
+                double stepMs = clock.Elapsed.TotalMilliseconds / settings.NewTokens;
+                double tokensPerSecond = settings.Batch * 1000 / stepMs;
+                mha ??= kv == 32 ? tokensPerSecond : null;
+                table.AddRow($"{context}", $"{kv}", prefillMs.ToString("0.0", CultureInfo.InvariantCulture), stepMs.ToString("0.00", CultureInfo.InvariantCulture),
+                    tokensPerSecond.ToString("0.0", CultureInfo.InvariantCulture), mha is { } m ? (tokensPerSecond / m).ToString("0.00x", CultureInfo.InvariantCulture) : "-",
+                    Parsing.Size(session.Cache.SizeInBytes));
+            }
+        }
+        console.Write(table);
+        return 0;
     }
 
     /// <inheritdoc />
@@ -57,6 +114,7 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         var dtype = Parsing.Dtype(settings.Dtype);
         var device = Parsing.Device(settings.Device);
         const int heads = 32, headDim = 128;
+        if (settings.Model) return BenchModel(settings, contexts, kvCounts, dtype, device, cancellationToken);
 
         var table = new Table().Title($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
             .AddColumn("context").AddColumn("kv heads").AddColumn(new TableColumn("in place ms").RightAligned())

@@ -94,6 +94,28 @@ public class MultiHeadAttentionTests
         Tiny.MaxAbsDiff(grouped, repeated).Should().BeLessThan(1e-6);
     }
 
+    [Theory]
+    [InlineData(8, 2, false)]
+    [InlineData(8, 1, true)]
+    [InlineData(8, 8, true)]
+    public void Accelerator_decode_path_with_stride_0_kv_equals_repeated_kv(int heads, int kvHeads, bool masked)
+    {
+        // The accelerator's decode path, run here on CPU tensors: K/V expanded with stride 0 over each group, against
+        // attention over an explicit repeated copy. A padding mask knocks out some keys of one sequence.
+        using var scope = NewDisposeScope();
+        manual_seed(15);
+        var q = randn(2, heads, 1, 16);
+        var k = randn(2, kvHeads, 40, 16).narrow(2, 0, 33); // a cache view, as in decoding
+        var v = randn(2, kvHeads, 40, 16).narrow(2, 0, 33);
+        var mask = masked ? ones([2, 1, 1, 33], ScalarType.Bool).index_put_(tensor(false), [tensor(new long[] { 1, 1, 1 }), tensor(0L), tensor(0L), tensor(new long[] { 0, 5, 9 })]) : null;
+        var shared = MultiHeadAttention.DecodeWithSharedKv(q, k, v, mask);
+        int group = heads / kvHeads;
+        var reference = nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), mask);
+        shared.shape.Should().Equal(2, heads, 1, 16);
+        Tiny.MaxAbsDiff(shared, reference).Should().BeLessThan(1e-6);
+        if (masked) Tiny.MaxAbsDiff(shared, MultiHeadAttention.DecodeWithSharedKv(q, k, v, null)).Should().BeGreaterThan(1e-4, "the mask matters");
+    }
+
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
     {
         using var scope = NewDisposeScope();
