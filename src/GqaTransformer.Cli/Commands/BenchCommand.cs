@@ -44,6 +44,10 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         [CommandOption("--model")][Description("Benchmark whole-model decode of a 1.1B Llama shape (16 layers, hidden 2048, 32 heads × 64, FFN 5632, random weights): prefill --context tokens per sequence, then --new-tokens steps.")]
         public bool Model { get; init; }
 
+        /// <summary>Print a per-part breakdown of one decode step (diagnostics).</summary>
+        [CommandOption("--profile")][Description("With --model: time the parts of one decode step (whole forward, one layer, attention, MLP), each synchronised.")]
+        public bool Profile { get; init; }
+
         /// <summary>Decode steps for --model.</summary>
         [CommandOption("--new-tokens <N>")][Description("Decode steps with --model. Default 128.")][DefaultValue(128)]
         public int NewTokens { get; init; } = 128;
@@ -93,6 +97,7 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
                     logits.Dispose();
                 }
                 double stepMs = clock.Elapsed.TotalMilliseconds / settings.NewTokens;
+                if (settings.Profile) ProfileStep(model, session.Cache, device);
                 double tokensPerSecond = settings.Batch * 1000 / stepMs;
                 mha ??= kv == 32 ? tokensPerSecond : null;
                 table.AddRow($"{context}", $"{kv}", prefillMs.ToString("0.0", CultureInfo.InvariantCulture), stepMs.ToString("0.00", CultureInfo.InvariantCulture),
@@ -102,6 +107,54 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         }
         console.Write(table);
         return 0;
+    }
+
+    private void ProfileStep(DecoderModel model, KvCache cache, Device device)
+    {
+        void Sync() { if (device.type == TorchSharp.DeviceType.CUDA) TorchSharp.torch.cuda.synchronize(); }
+        double Time(Action action, int n = 30)
+        {
+            action(); Sync();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; i < n; i++) action();
+            Sync();
+            return clock.Elapsed.TotalMilliseconds / n;
+        }
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = zeros([cache.BatchSize, 1], ScalarType.Int64, device);
+        var x = randn([cache.BatchSize, 1, model.Config.HiddenSize], model.Dtype, device);
+        using var rope = new RotaryEmbedding(model.Config.HeadDim, model.Config.RopeTheta);
+        var positions = zeros([cache.BatchSize, 1], ScalarType.Int64, device);
+        var (cos, sin) = rope.forward(positions, model.Dtype);
+        var layer = model.Layers[0];
+        using var fresh = model.CreateCache(cache.BatchSize, 2048);
+        model.forward(zeros([cache.BatchSize, 512], ScalarType.Int64, device), fresh).Dispose();
+        var (cachedKeys, cachedValues) = fresh.Layer(0);
+        var query = randn([cache.BatchSize, model.Config.NumAttentionHeads, 1, model.Config.HeadDim], model.Dtype, device);
+        var contiguousKeys = cachedKeys.contiguous();
+        var contiguousValues = cachedValues.contiguous();
+        var rows = new (string, double)[]
+        {
+            ("model.forward with cache (decode)", Time(() => { using var s = NewDisposeScope(); model.forward(ids, fresh); })),
+            ("all layers by hand, with cache", Time(() => { using var s = NewDisposeScope(); var h = x; foreach (var l in model.Layers) h = l.forward(h, cos, sin, null, fresh); })),
+            ("all layers by hand, no cache", Time(() => { using var s = NewDisposeScope(); var h = x; foreach (var l in model.Layers) h = l.forward(h, cos, sin, null, null); })),
+            ("model.forward, no cache, position 512", Time(() => { using var s = NewDisposeScope(); model.forward(ids, null, positionIds: full([cache.BatchSize, 1], 512L, ScalarType.Int64, device)); })),
+            ("model.forward, empty cache each time", Time(() => { using var s = NewDisposeScope(); using var c = model.CreateCache(cache.BatchSize, 8); model.forward(ids, c); })),
+            ("attention 0 with cache", Time(() => { using var s = NewDisposeScope(); layer.Attention.forward(x, cos, sin, null, fresh); })),
+            ("grouped SDPA on the cache view", Time(() => { using var s = NewDisposeScope(); MultiHeadAttention.GroupedScaledDotProduct(query, cachedKeys, cachedValues, null, true); })),
+            ("grouped SDPA on contiguous K/V", Time(() => { using var s = NewDisposeScope(); MultiHeadAttention.GroupedScaledDotProduct(query, contiguousKeys, contiguousValues, null, true); })),
+            ("SDPA folded on the cache view", Time(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(query.reshape(cache.BatchSize, model.Config.NumKeyValueHeads, -1, model.Config.HeadDim), cachedKeys, cachedValues); })),
+            ("model.forward, no cache (1 token)", Time(() => { using var s = NewDisposeScope(); model.forward(ids); })),
+            ("layer 0, no cache", Time(() => { using var s = NewDisposeScope(); layer.forward(x, cos, sin, null, null); })),
+            ("attention 0, no cache", Time(() => { using var s = NewDisposeScope(); layer.Attention.forward(x, cos, sin, null, null); })),
+            ("rope tables", Time(() => { using var s = NewDisposeScope(); rope.forward(positions, model.Dtype); })),
+            ("ids.min().item()", Time(() => { using var s = NewDisposeScope(); ids.min().item<long>(); })),
+            ("x + x", Time(() => { using var s = NewDisposeScope(); var y = x + x; })),
+        };
+        var table = new Table().Title("one decode step, by part (ms, synchronised)").AddColumn("part").AddColumn(new TableColumn("ms").RightAligned());
+        foreach (var (name, ms) in rows) table.AddRow(name, ms.ToString("0.000", CultureInfo.InvariantCulture));
+        console.Write(table);
     }
 
     /// <inheritdoc />
@@ -119,8 +172,7 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         var table = new Table().Title($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
             .AddColumn("context").AddColumn("kv heads").AddColumn(new TableColumn("in place ms").RightAligned())
             .AddColumn(new TableColumn("GB/s").RightAligned()).AddColumn(new TableColumn("vs MHA").RightAligned())
-            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned())
-            .AddColumn(new TableColumn("stride-0 view ms").RightAligned());
+            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned());
         foreach (int ctx in contexts)
         {
             double? mhaMs = null;
@@ -145,24 +197,12 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
                     nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1));
                     Sync();
                 }, settings.Iterations);
-                // Experimental: K/V as a stride-0 expand over each group (no copy), batch and KV heads merged, q_len 1.
-                double expanded = Timing.MedianMilliseconds(() =>
-                {
-                    using var s = NewDisposeScope();
-                    int group = heads / kv;
-                    long bk = (long)settings.Batch * kv;
-                    var ke = k.view(bk, 1, ctx, headDim).expand(bk, group, ctx, headDim);
-                    var ve = v.view(bk, 1, ctx, headDim).expand(bk, group, ctx, headDim);
-                    nn.functional.scaled_dot_product_attention(q.view(bk, group, 1, headDim), ke, ve);
-                    Sync();
-                }, settings.Iterations);
                 mhaMs ??= kv == heads ? inPlace : null;
                 double gbPerSecond = 2.0 * k.numel() * k.element_size() / (inPlace / 1000) / 1e9;
                 table.AddRow(ctx.ToString("N0", CultureInfo.InvariantCulture), kv.ToString(CultureInfo.InvariantCulture),
                     inPlace.ToString("0.000", CultureInfo.InvariantCulture), gbPerSecond.ToString("0.0", CultureInfo.InvariantCulture),
                     mhaMs is { } m ? (m / inPlace).ToString("0.00x", CultureInfo.InvariantCulture) : "-",
-                    copied.ToString("0.000", CultureInfo.InvariantCulture), (copied / inPlace).ToString("0.0x", CultureInfo.InvariantCulture),
-                    expanded.ToString("0.000", CultureInfo.InvariantCulture));
+                    copied.ToString("0.000", CultureInfo.InvariantCulture), (copied / inPlace).ToString("0.0x", CultureInfo.InvariantCulture));
             }
         }
         console.Write(table);

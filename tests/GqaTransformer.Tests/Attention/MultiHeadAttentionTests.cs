@@ -98,22 +98,27 @@ public class MultiHeadAttentionTests
     [InlineData(8, 2, false)]
     [InlineData(8, 1, true)]
     [InlineData(8, 8, true)]
-    public void Accelerator_decode_path_with_stride_0_kv_equals_repeated_kv(int heads, int kvHeads, bool masked)
+    public void Decode_path_equals_attention_over_repeated_kv_with_and_without_a_padding_mask(int heads, int kvHeads, bool masked)
     {
-        // The accelerator's decode path, run here on CPU tensors: K/V expanded with stride 0 over each group, against
-        // attention over an explicit repeated copy. A padding mask knocks out some keys of one sequence.
+        // One query token over a cache view, against SDPA over an explicit repeated copy of K/V.
+        // A padding mask knocks out some keys of one sequence.
         using var scope = NewDisposeScope();
         manual_seed(15);
         var q = randn(2, heads, 1, 16);
-        var k = randn(2, kvHeads, 40, 16).narrow(2, 0, 33); // a cache view, as in decoding
+        var k = randn(2, kvHeads, 40, 16).narrow(2, 0, 33);
         var v = randn(2, kvHeads, 40, 16).narrow(2, 0, 33);
-        var mask = masked ? ones([2, 1, 1, 33], ScalarType.Bool).index_put_(tensor(false), [tensor(new long[] { 1, 1, 1 }), tensor(0L), tensor(0L), tensor(new long[] { 0, 5, 9 })]) : null;
-        var shared = MultiHeadAttention.DecodeWithSharedKv(q, k, v, mask);
+        Tensor? mask = null;
+        if (masked)
+        {
+            mask = ones([2, 1, 1, 33], ScalarType.Bool);
+            foreach (long key in new long[] { 0, 5, 9 }) mask[1, 0, 0, key] = tensor(false);
+        }
+        var grouped = MultiHeadAttention.GroupedScaledDotProduct(q, k, v, mask, causal: true);
         int group = heads / kvHeads;
         var reference = nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), mask);
-        shared.shape.Should().Equal(2, heads, 1, 16);
-        Tiny.MaxAbsDiff(shared, reference).Should().BeLessThan(1e-6);
-        if (masked) Tiny.MaxAbsDiff(shared, MultiHeadAttention.DecodeWithSharedKv(q, k, v, null)).Should().BeGreaterThan(1e-4, "the mask matters");
+        grouped.shape.Should().Equal(2, heads, 1, 16);
+        Tiny.MaxAbsDiff(grouped, reference).Should().BeLessThan(1e-5);
+        if (masked) Tiny.MaxAbsDiff(grouped, MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, true)).Should().BeGreaterThan(1e-4, "the mask matters");
     }
 
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
