@@ -39,6 +39,17 @@ internal static class Measure
         return (256L << 20) * 4 / (ms / 1000) / 1e9;
     }
 
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+
+    /// <summary>Returns freed heap pages to the OS (glibc), so the next RSS reading sees fresh allocations.</summary>
+    public static void ReleaseFreedMemory()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        if (OperatingSystem.IsLinux()) MallocTrim(0);
+    }
+
     /// <summary>Resident set size of this process, bytes (Linux /proc).</summary>
     public static long ResidentBytes()
     {

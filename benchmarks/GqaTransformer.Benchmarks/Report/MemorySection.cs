@@ -35,7 +35,7 @@ internal static class MemorySection
             foreach (int context in new[] { 1024, 4096, 8192 })
                 foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
                 {
-                    GC.Collect();
+                    Measure.ReleaseFreedMemory();
                     long before = Measure.ResidentBytes();
                     using var cache = new KvCache(config, 1, context, dtype);
                     long after = Measure.ResidentBytes();

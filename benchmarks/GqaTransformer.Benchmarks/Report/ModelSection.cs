@@ -125,10 +125,10 @@ internal static class ModelSection
             using var session = new GenerationSession(model, 1, context + steps + 32);
             session.Prefill([Enumerable.Range(0, context).Select(i => (i * 7919) % 32000).ToArray()]).Dispose();
             for (int i = 0; i < 20; i++) session.DecodeStep([17]).Dispose();
-            GC.Collect();
+            Measure.ReleaseFreedMemory();
             long rss = Measure.ResidentBytes(), live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
             for (int i = 0; i < steps; i++) session.DecodeStep([17]).Dispose();
-            GC.Collect();
+            Measure.ReleaseFreedMemory();
             long rssGrowth = Measure.ResidentBytes() - rss, liveGrowth = DisposeScopeManager.Statistics.ThreadTotalLiveCount - live;
             rows.Add([$"{context}", Measure.Bytes(session.Cache.SizeInBytes), $"{steps}", Measure.Bytes(Math.Max(0, rssGrowth)) + (rssGrowth < 0 ? " (shrank)" : ""), $"{liveGrowth}"]);
         }
