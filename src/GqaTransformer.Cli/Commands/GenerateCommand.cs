@@ -88,7 +88,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
             : Parsing.IntList(settings.Ids!, "--ids");
 
         using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         var produced = new List<int>();
         var clock = Stopwatch.StartNew();
         double firstTokenSeconds = 0;

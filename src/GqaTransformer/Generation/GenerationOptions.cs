@@ -1,6 +1,6 @@
 namespace GqaTransformer;
 
-/// <summary>How <see cref="Generator"/> picks tokens and when it stops. Checked by <see cref="Validate"/> before any work.</summary>
+/// <summary>How <see cref="TokenGenerator"/> picks tokens and when it stops. Checked by <see cref="Validate"/> before any work.</summary>
 public sealed record GenerationOptions
 {
     /// <summary>Most tokens to generate per sequence. Default 128.</summary>

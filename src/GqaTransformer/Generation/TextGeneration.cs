@@ -37,12 +37,12 @@ public static class TextGeneration
     }
 
     /// <summary>Generates a continuation of <paramref name="prompt"/> and returns it as text.</summary>
-    public static string GenerateText(this Generator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
+    public static string GenerateText(this TokenGenerator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
         CancellationToken cancellationToken = default)
         => string.Concat(generator.StreamText(tokenizer, prompt, options, cancellationToken));
 
     /// <summary>Yields the continuation of <paramref name="prompt"/> piece by piece as tokens are produced.</summary>
-    public static IEnumerable<string> StreamText(this Generator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
+    public static IEnumerable<string> StreamText(this TokenGenerator generator, Tokenizer tokenizer, string prompt, GenerationOptions options,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(generator);
@@ -52,7 +52,7 @@ public static class TextGeneration
     }
 
     /// <summary>Asynchronous form of <see cref="StreamText"/>.</summary>
-    public static async IAsyncEnumerable<string> StreamTextAsync(this Generator generator, Tokenizer tokenizer, string prompt,
+    public static async IAsyncEnumerable<string> StreamTextAsync(this TokenGenerator generator, Tokenizer tokenizer, string prompt,
         GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(generator);

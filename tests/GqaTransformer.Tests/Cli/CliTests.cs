@@ -103,7 +103,7 @@ public class CliTests
         var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6");
         code.Should().Be(0, output);
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
-        var expected = new Generator(model).Generate([5, 9, 13], GenerationOptions.Greedy(6));
+        var expected = new TokenGenerator(model).Generate([5, 9, 13], GenerationOptions.Greedy(6));
         output.Should().Contain(string.Join(",", expected));
         output.Should().Contain("decode tok/s").And.Contain("kv heads");
     }

@@ -33,7 +33,7 @@ public class TextGenerationTests
         tokenizer.EncodeToIds(prompt).Should().Equal([7, 255, 9], "the merge is one token");
 
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         var options = new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] };
         var ids = generator.Generate(tokenizer.EncodeToIds(prompt), options);
         string expected = tokenizer.Decode(ids);

@@ -9,10 +9,10 @@ namespace GqaTransformer;
 /// once (prefill), then one token per step reuses the cache (decode); the prompt is never re-run. Batches of prompts
 /// of different lengths are left-padded, and each sequence stops on its own stop token.
 /// </summary>
-public sealed class Generator
+public sealed class TokenGenerator
 {
     /// <summary>Creates a generator for <paramref name="model"/>.</summary>
-    public Generator(DecoderModel model) => Model = model ?? throw new ArgumentNullException(nameof(model));
+    public TokenGenerator(DecoderModel model) => Model = model ?? throw new ArgumentNullException(nameof(model));
 
     /// <summary>The model generating.</summary>
     public DecoderModel Model { get; }

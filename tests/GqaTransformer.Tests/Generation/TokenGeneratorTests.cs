@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace GqaTransformer.Tests;
 
-public class GeneratorTests
+public class TokenGeneratorTests
 {
     private static readonly GenerationOptions NoStop = new() { MaxNewTokens = 16, StopTokenIds = [] };
 
@@ -25,7 +25,7 @@ public class GeneratorTests
         var expected = Fixtures.Expected(directory);
         var prompt = expected["gen_prompt"].data<long>().Select(t => (int)t).ToArray();
         var want = expected["gen_tokens"].data<long>().Skip(prompt.Length).Select(t => (int)t).ToArray();
-        var generated = new Generator(model).Generate(prompt, NoStop with { MaxNewTokens = want.Length });
+        var generated = new TokenGenerator(model).Generate(prompt, NoStop with { MaxNewTokens = want.Length });
         generated.Should().Equal(want);
     }
 
@@ -50,7 +50,7 @@ public class GeneratorTests
         }
         prompts.Select(p => p.Count).Should().OnlyHaveUniqueItems("the batch really mixes prompt lengths");
 
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         var options = NoStop with { MaxNewTokens = newTokens };
         var batched = generator.Generate(prompts, options);
         for (int b = 0; b < prompts.Count; b++)
@@ -66,7 +66,7 @@ public class GeneratorTests
     {
         using var scope = NewDisposeScope();
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         int[] first = [5, 9, 13, 200], second = [7, 7, 1];
         var free = generator.Generate([first, second], NoStop);
         int stop = free[0][3];           // what the first sequence says at its 4th step
@@ -82,11 +82,11 @@ public class GeneratorTests
     {
         using var scope = NewDisposeScope();
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
-        var free = new Generator(model).Generate([5, 9, 13], NoStop with { MaxNewTokens = 6 });
+        var free = new TokenGenerator(model).Generate([5, 9, 13], NoStop with { MaxNewTokens = 6 });
         using var eosModel = new DecoderModel(model.Config with { EosTokenIds = [free[2]] });
         eosModel.load_state_dict(model.state_dict());
         eosModel.eval();
-        new Generator(eosModel).Generate([5, 9, 13], GenerationOptions.Greedy(6)).Should().Equal(free.Take(free.ToList().IndexOf(free[2]) + 1));
+        new TokenGenerator(eosModel).Generate([5, 9, 13], GenerationOptions.Greedy(6)).Should().Equal(free.Take(free.ToList().IndexOf(free[2]) + 1));
     }
 
     [Fact]
@@ -94,7 +94,7 @@ public class GeneratorTests
     {
         using var scope = NewDisposeScope();
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         int[] prompt = [3, 1, 4, 1, 5];
         var sampling = new GenerationOptions { MaxNewTokens = 20, Temperature = 1.3, TopP = 0.95, StopTokenIds = [], Seed = 42 };
         var a = generator.Generate(prompt, sampling);
@@ -112,7 +112,7 @@ public class GeneratorTests
     {
         using var scope = NewDisposeScope();
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_mqa"));
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         var all = generator.Generate([10, 20, 30], NoStop);
         generator.Stream([10, 20, 30], NoStop).ToList().Should().Equal(all);
         var streamed = new List<int>();
@@ -129,7 +129,7 @@ public class GeneratorTests
         var seen = new List<int>();
         var act = () =>
         {
-            foreach (var token in new Generator(model).Stream([1, 2, 3], NoStop with { MaxNewTokens = 100 }, cancellation.Token))
+            foreach (var token in new TokenGenerator(model).Stream([1, 2, 3], NoStop with { MaxNewTokens = 100 }, cancellation.Token))
             {
                 seen.Add(token);
                 if (seen.Count == 3) cancellation.Cancel();
@@ -143,7 +143,7 @@ public class GeneratorTests
     public void Invalid_options_are_clear_errors()
     {
         using var model = Tiny.Model(Tiny.Config());
-        var generator = new Generator(model);
+        var generator = new TokenGenerator(model);
         int[] prompt = [1, 2, 3];
         Run(new GenerationOptions { Temperature = -0.5 }).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("Temperature").WithMessage("*-0.5*");
         Run(new GenerationOptions { TopP = 0 }).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("TopP").WithMessage("*(0, 1]*");
@@ -166,7 +166,7 @@ public class GeneratorTests
         using var scope = NewDisposeScope();
         using var model = Tiny.Model(Tiny.Config());
         using var cache = model.CreateCache(1, 40);
-        new Generator(model).Generate([[1, 2, 3, 4, 5]], NoStop with { MaxNewTokens = 10 }, cache: cache);
+        new TokenGenerator(model).Generate([[1, 2, 3, 4, 5]], NoStop with { MaxNewTokens = 10 }, cache: cache);
         cache.Length.Should().Be(5 + 9, "the prompt once, then one token per step (the last token is never fed back)");
     }
 }
