@@ -137,5 +137,5 @@ internal static class ModelSection
 
     private static string Kind(int kv, int heads = 16) => kv == heads ? $"MHA ({kv} kv)" : kv == 1 ? "MQA (1 kv)" : $"GQA ({kv} kv)";
 
-    private static string Name(ScalarType dtype) => dtype == ScalarType.BFloat16 ? "bf16" : "fp32";
+    private static string Name(ScalarType dtype) => dtype switch { ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "fp16", _ => "fp32" };
 }

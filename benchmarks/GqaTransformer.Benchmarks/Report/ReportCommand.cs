@@ -13,6 +13,8 @@ internal static class ReportCommand
     {
         string output = Option(args, "--out") ?? "docs";
         bool quick = args.Contains("--quick");
+        var only = Option(args, "--only")?.Split(',').ToHashSet(); // memory, attention, model, training, steps, peer
+        bool Run(string section) => only is null || only.Contains(section);
         Directory.CreateDirectory(output);
         var clock = Stopwatch.StartNew();
         void Progress(string what) => Console.Error.WriteLine($"[{clock.Elapsed:mm\\:ss}] {what}");
@@ -24,18 +26,24 @@ internal static class ReportCommand
         double bandwidthBefore = Measure.ReadBandwidth();
         md.Line($"Machine: {Measure.Machine()}.").Line();
 
-        MemorySection.Write(md, output);
-        var attention = AttentionSection.Run(quick ? [512, 4096] : [512, 1024, 2048, 4096, 8192], quick ? [1] : [1, 8], quick ? 5 : 15, Progress);
-        double bandwidthAfter = Measure.ReadBandwidth();
-        double bandwidth = Math.Max(bandwidthBefore, bandwidthAfter);
-        md.Line($"Read bandwidth measured in this run (sum over 1 GiB, median of 9): {Measure.F(bandwidthBefore, "0.0")} GB/s before the attention runs, {Measure.F(bandwidthAfter, "0.0")} GB/s after; the floor uses the higher.").Line();
-        AttentionSection.Write(md, attention, bandwidth, output);
-        WriteTargets(md, attention, bandwidth);
-
-        ModelSection.Write(md, quick ? [256] : [512, 2048], quick ? [ScalarType.Float32] : [ScalarType.Float32, ScalarType.BFloat16], quick ? 5 : 15, Progress);
-        ModelSection.WriteNoCache(md, quick ? 128 : 512, Progress);
-        ModelSection.WriteTraining(md, quick ? 3 : 10, Progress);
-        ModelSection.WriteStepMemory(md, quick ? [128] : [512, 4096], quick ? 20 : 100, Progress);
+        if (Run("memory")) MemorySection.Write(md, output);
+        if (Run("attention"))
+        {
+            var attention = AttentionSection.Run(quick ? [512, 4096] : [512, 1024, 2048, 4096, 8192], quick ? [1] : [1, 8], quick ? 5 : 15, Progress);
+            double bandwidthAfter = Measure.ReadBandwidth();
+            double bandwidth = Math.Max(bandwidthBefore, bandwidthAfter);
+            md.Line($"Read bandwidth measured in this run (sum over 1 GiB, median of 9): {Measure.F(bandwidthBefore, "0.0")} GB/s before the attention runs, {Measure.F(bandwidthAfter, "0.0")} GB/s after; the floor uses the higher.").Line();
+            AttentionSection.Write(md, attention, bandwidth, output);
+            WriteTargets(md, attention, bandwidth);
+        }
+        if (Run("model"))
+        {
+            ModelSection.Write(md, quick ? [256] : [512, 2048], quick ? [ScalarType.Float32] : [ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16], quick ? 5 : 15, Progress);
+            ModelSection.WriteNoCache(md, quick ? 128 : 512, Progress);
+        }
+        if (Run("training")) ModelSection.WriteTraining(md, quick ? 3 : 10, Progress);
+        if (Run("steps")) ModelSection.WriteStepMemory(md, quick ? [128] : [512, 4096], quick ? 20 : 100, Progress);
+        if (Run("peer")) LlamaCpp.PeerSection.Write(md, quick ? [128] : [512, 4096], quick ? 5 : 12, Progress);
 
         md.Line($"Whole report: {clock.Elapsed.TotalSeconds:0} s.");
         File.WriteAllText(Path.Combine(output, "benchmarks.md"), md.ToString());
