@@ -51,6 +51,24 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void A_float16_checkpoint_loads_into_float32_and_bfloat16()
+    {
+        using var scope = NewDisposeScope();
+        using var directory = new Fixtures.TempDirectory();
+        using var model = Tiny.Model(Tiny.Config());
+        model.to(ScalarType.Float16);
+        model.SavePretrained(directory.Path);
+        DecoderConfig.FromFile(Path.Combine(directory.Path, "config.json")).TorchDtype.Should().Be("float16");
+        using var fp32 = DecoderModel.FromPretrained(directory.Path);
+        using var bf16 = DecoderModel.FromPretrained(directory.Path, ScalarType.BFloat16);
+        foreach (var (name, tensor) in model.state_dict())
+        {
+            fp32.state_dict()[name].eq(tensor.to(ScalarType.Float32)).all().item<bool>().Should().BeTrue(name);
+            bf16.state_dict()[name].dtype.Should().Be(ScalarType.BFloat16);
+        }
+    }
+
+    [Fact]
     public void Missing_unexpected_and_misshapen_tensors_are_named()
     {
         using var scope = NewDisposeScope();
