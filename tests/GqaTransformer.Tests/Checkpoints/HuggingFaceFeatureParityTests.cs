@@ -48,16 +48,8 @@ public class HuggingFaceFeatureParityTests
         using var scope = NewDisposeScope();
         using var model = DecoderModel.FromPretrained(Fixtures.HfRef(name));
         var expected = Fixtures.Expected(Fixtures.HfRef(name));
-        var prompt = expected["gen_prompt"];
         var want = expected["gen_tokens"];
-        using var cache = model.CreateCache(1, (int)want.shape[1]);
-        var tokens = new List<long>(prompt.data<long>().ToArray());
-        var next = model.forward(prompt, cache, lastTokenOnly: true).argmax(-1);
-        while (tokens.Count < want.shape[1])
-        {
-            tokens.Add(next.item<long>());
-            if (tokens.Count < want.shape[1]) next = model.forward(next, cache).argmax(-1);
-        }
+        var tokens = Fixtures.GreedyWithCache(model, expected["gen_prompt"], (int)want.shape[1]);
         tokens.Should().Equal(want.data<long>().ToArray());
     }
 

@@ -20,6 +20,25 @@ internal static class Fixtures
         return reader.Entries.Keys.ToDictionary(k => k, k => reader.Read(k));
     }
 
+    /// <summary>
+    /// Greedy decoding driven by hand through <see cref="DecoderModel.forward(Tensor, KvCache?, Tensor?, Tensor?, bool)"/>
+    /// and a <see cref="KvCache"/> (no generator involved): the prompt [1, P] once, then one token per step, until
+    /// <paramref name="totalTokens"/> tokens (prompt included). Returns every token.
+    /// </summary>
+    public static long[] GreedyWithCache(DecoderModel model, Tensor prompt, int totalTokens)
+    {
+        using var scope = NewDisposeScope();
+        using var cache = model.CreateCache(1, totalTokens);
+        var tokens = new List<long>(prompt.data<long>().ToArray());
+        var next = model.forward(prompt, cache, lastTokenOnly: true).argmax(-1); // [1, 1]
+        while (tokens.Count < totalTokens)
+        {
+            tokens.Add(next.item<long>());
+            if (tokens.Count < totalTokens) next = model.forward(next, cache).argmax(-1);
+        }
+        return tokens.ToArray();
+    }
+
     /// <summary>A scratch directory removed at dispose.</summary>
     public sealed class TempDirectory : IDisposable
     {
