@@ -168,7 +168,11 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             // Decode: each KV head's G query heads are the G columns of one K·qᵀ product, so every cached key and value
             // is read once for the whole group. Plain matmuls, not SDPA: on CUDA, SDPA re-plans for every new key
             // length (about 3 ms per layer per step on an H200), and on the CPU this form was the faster one too.
-            output = DecodeByMatmul(query.reshape(b, kvHeads, group, d), key, value, mask).reshape(b, heads, 1, d);
+            var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
+            output = (FusedCpuDecode.Supports(folded, key, value, mask)
+                    ? FusedCpuDecode.Run(folded, key, value)                                       // one pass over K and V
+                    : DecodeByMatmul(folded, key, value, mask))
+                .reshape(b, heads, 1, d);                                                      // [B, H, 1, D]
         }
         else if (group == 1)
         {
@@ -188,7 +192,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>softmax(q·kᵀ/√d)·v for folded queries [B, Hkv, G, D] over [B, Hkv, S, D]; softmax in float32.</summary>
-    private static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
+    internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
     {
         using var scope = NewDisposeScope();
         var scaled = folded * (1.0 / Math.Sqrt(folded.shape[^1]));

@@ -121,6 +121,29 @@ public class MultiHeadAttentionTests
         if (masked) Tiny.MaxAbsDiff(grouped, MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, true)).Should().BeGreaterThan(1e-4, "the mask matters");
     }
 
+    [Theory]
+    [InlineData(2, 8, 2, 37, 16)]
+    [InlineData(1, 4, 1, 1000, 128)]   // one KV head split over key chunks
+    [InlineData(3, 8, 8, 5, 8)]        // MHA, fewer keys than chunks
+    public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(16);
+        int group = heads / kvHeads;
+        var q = randn(batch, kvHeads, group, headDim);
+        var k = randn(batch, kvHeads, keys + 7, headDim).narrow(2, 0, keys); // a cache view
+        var v = randn(batch, kvHeads, keys + 7, headDim).narrow(2, 0, keys);
+        FusedCpuDecode.Supports(q, k, v, null).Should().Be(group <= FusedCpuDecode.MaxGroup);
+        var fused = FusedCpuDecode.Run(q, k, v);
+        var q64 = q.to(ScalarType.Float64);
+        var textbook = (q64.matmul(k.to(ScalarType.Float64).transpose(2, 3)) / Math.Sqrt(headDim)).softmax(-1).matmul(v.to(ScalarType.Float64));
+        fused.shape.Should().Equal(batch, kvHeads, group, headDim);
+        Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(1e-5);
+        FusedCpuDecode.Supports(q, k, v, ones([batch, 1, 1, keys], ScalarType.Bool)).Should().BeFalse("masks take the matmul path");
+        FusedCpuDecode.Supports(q.to(ScalarType.BFloat16), k.to(ScalarType.BFloat16), v.to(ScalarType.BFloat16), null).Should().BeFalse();
+        FusedCpuDecode.Supports(randn(batch, kvHeads, FusedCpuDecode.MaxGroup + 1, headDim), k, v, null).Should().BeFalse("larger groups take the matmul path");
+    }
+
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
     {
         using var scope = NewDisposeScope();
