@@ -154,6 +154,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     /// <returns>[B, H, T, D]</returns>
     public static Tensor GroupedScaledDotProduct(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
     {
+        CheckGroupedShapes(query, key, value);
         long b = query.shape[0], heads = query.shape[1], t = query.shape[2], d = query.shape[3];
         long kvHeads = key.shape[1], s = key.shape[2];
         long group = heads / kvHeads;
@@ -189,6 +190,23 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             output = stack(members, 2).reshape(b, heads, t, d);                                // [B, H, T, D]
         }
         return output.MoveToOuterDisposeScope();
+    }
+
+    private static void CheckGroupedShapes(Tensor query, Tensor key, Tensor value)
+    {
+        Guard.Rank(query, 4, nameof(query), "[batch, heads, tokens, head_dim]");
+        Guard.Rank(key, 4, nameof(key), "[batch, kv_heads, keys, head_dim]");
+        Guard.Rank(value, 4, nameof(value), "[batch, kv_heads, keys, head_dim]");
+        if (!key.shape.SequenceEqual(value.shape))
+            throw new ArgumentException($"key and value must have the same shape, but are {Guard.Shape(key)} and {Guard.Shape(value)}.", nameof(value));
+        if (key.shape[0] != query.shape[0] || key.shape[3] != query.shape[3] || key.shape[1] == 0 || query.shape[1] % key.shape[1] != 0)
+            throw new ArgumentException(
+                $"query {Guard.Shape(query)} and key {Guard.Shape(key)} must share batch and head_dim, and the query heads must be a multiple of the key heads.", nameof(key));
+        if (query.dtype != key.dtype || key.dtype != value.dtype)
+            throw new ArgumentException($"query, key and value must share a dtype, but are {query.dtype}, {key.dtype} and {value.dtype}.", nameof(key));
+        static bool SameDevice(Tensor a, Tensor b) => a.device_type == b.device_type && a.device_index == b.device_index;
+        if (!SameDevice(query, key) || !SameDevice(key, value))
+            throw new ArgumentException($"query, key and value must be on one device, but are on {query.device}, {key.device} and {value.device}.", nameof(key));
     }
 
     /// <summary>softmax(q·kᵀ/√d)·v for folded queries [B, Hkv, G, D] over [B, Hkv, S, D]; softmax in float32.</summary>

@@ -47,6 +47,22 @@ public class BadInputTests : IDisposable
     }
 
     [Fact]
+    public void Grouped_attention_rejects_mismatched_shapes_before_any_kernel_runs()
+    {
+        var q = randn(1, 8, 1, 16);
+        var k = randn(1, 2, 10, 16);
+        Run(q, k, randn(1, 2, 9, 16)).Should().Throw<ArgumentException>().WithParameterName("value").WithMessage("*same shape*");
+        Run(q, randn(1, 3, 10, 16), randn(1, 3, 10, 16)).Should().Throw<ArgumentException>().WithMessage("*multiple of the key heads*");
+        Run(q, randn(1, 2, 10, 8), randn(1, 2, 10, 8)).Should().Throw<ArgumentException>().WithMessage("*head_dim*");
+        Run(randn(8, 1, 16), k, k).Should().Throw<ArgumentException>().WithParameterName("query");
+        Run(q, k, k.to(ScalarType.Float64)).Should().Throw<ArgumentException>().WithMessage("*share a dtype*Float64*");
+        var meta = new Device(DeviceType.META);
+        Run(q, k, zeros([1, 2, 10, 16], device: meta)).Should().Throw<ArgumentException>().WithMessage("*one device*meta*");
+
+        static Action Run(Tensor q, Tensor k, Tensor v) => () => MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true);
+    }
+
+    [Fact]
     public void Direct_attention_construction_validates_its_arguments()
     {
         FluentActions.Invoking(() => new MultiHeadAttention(64, 8, 3)).Should().Throw<ArgumentException>().WithMessage("*divisible by num_key_value_heads (3)*");
