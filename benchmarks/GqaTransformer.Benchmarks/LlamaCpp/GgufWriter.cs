@@ -92,13 +92,8 @@ internal static class GgufWriter
         Pad(writer);
         foreach (var (_, data) in tensors)
         {
-            var flat = data.contiguous().view(-1);
-            const long chunk = 1 << 24;
-            for (long start = 0; start < flat.shape[0]; start += chunk)
-            {
-                using var piece = flat.narrow(0, start, Math.Min(chunk, flat.shape[0] - start));
-                writer.Write(piece.bytes);
-            }
+            writer.Flush();
+            TensorBytes.WriteTo(writer.BaseStream, data);
             Pad(writer);
         }
     }

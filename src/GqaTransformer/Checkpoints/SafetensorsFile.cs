@@ -24,7 +24,6 @@ public sealed class SafetensorsFile : IDisposable
     /// <summary>Largest header the format allows (100 MB).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
-    private const int ChunkBytes = 64 << 20;
     private readonly FileStream _stream;
 
     private SafetensorsFile(string path, FileStream stream, Dictionary<string, SafetensorsEntry> entries, Dictionary<string, string> metadata)
@@ -78,20 +77,13 @@ public sealed class SafetensorsFile : IDisposable
         if (entry.Length > 0)
         {
             _stream.Seek(entry.Offset, SeekOrigin.Begin);
-            var flat = result.view(-1);
-            long elementSize = entry.Length / result.numel();
-            long perChunk = Math.Max(1, ChunkBytes / elementSize);
-            for (long start = 0; start < flat.shape[0]; start += perChunk)
+            try
             {
-                using var chunk = flat.narrow(0, start, Math.Min(perChunk, flat.shape[0] - start));
-                try
-                {
-                    _stream.ReadExactly(chunk.bytes);
-                }
-                catch (EndOfStreamException e)
-                {
-                    throw new InvalidDataException($"'{Path}' ends inside the data of tensor '{name}'; the file is truncated.", e);
-                }
+                TensorBytes.ReadInto(_stream, result);
+            }
+            catch (EndOfStreamException e)
+            {
+                throw new InvalidDataException($"'{Path}' ends inside the data of tensor '{name}'; the file is truncated.", e);
             }
         }
         if (dtype is { } d && d != result.dtype) result = result.to(d);
@@ -129,18 +121,7 @@ public sealed class SafetensorsFile : IDisposable
             stream.Write(json);
             for (int i = 0; i < padding; i++) stream.WriteByte((byte)' ');
             foreach (var (_, tensor) in ordered)
-            {
-                using var scope = NewDisposeScope();
-                var flat = tensor.detach().cpu().contiguous().view(-1);
-                if (flat.numel() == 0) continue;
-                long elementSize = KvCache.ElementSize(tensor.dtype);
-                long perChunk = Math.Max(1, ChunkBytes / elementSize);
-                for (long start = 0; start < flat.shape[0]; start += perChunk)
-                {
-                    using var chunk = flat.narrow(0, start, Math.Min(perChunk, flat.shape[0] - start));
-                    stream.Write(chunk.bytes);
-                }
-            }
+                TensorBytes.WriteTo(stream, tensor);
         }
         File.Move(temporary, path, overwrite: true);
     }
