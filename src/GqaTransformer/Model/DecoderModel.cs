@@ -103,12 +103,13 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     public Tensor forward(Tensor inputIds, KvCache? cache, Tensor? attentionMask = null, Tensor? positionIds = null, bool lastTokenOnly = false)
     {
         long past = cache?.Length ?? 0;
-        var (batch, tokens) = CheckInputs(inputIds, cache, attentionMask, positionIds, past);
+        var device = Device; // each read asks libtorch; once per forward is enough
+        var (batch, tokens) = CheckInputs(inputIds, cache, attentionMask, positionIds, past, device);
         using var scope = NewDisposeScope();
         using var noGrad = cache is not null ? no_grad() : null;
         var ids = inputIds.dtype == ScalarType.Int64 ? inputIds : inputIds.to(ScalarType.Int64);
-        positionIds ??= arange(past, past + tokens, ScalarType.Int64, Device).unsqueeze(0).expand(batch, -1); // [B, T]
-        var mask = AttentionMask.Build(tokens, past, cache?.KeyPositions(tokens), attentionMask, Config.SlidingWindow, Device); // [B, 1, T, S] or null
+        positionIds ??= arange(past, past + tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, -1); // [B, T]
+        var mask = AttentionMask.Build(tokens, past, cache?.KeyPositions(tokens), attentionMask, Config.SlidingWindow, device); // [B, 1, T, S] or null
 
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
@@ -119,7 +120,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         return logits.MoveToOuterDisposeScope();
     }
 
-    private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past)
+    private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past, Device device)
     {
         Guard.Rank(inputIds, 2, nameof(inputIds), "[batch, tokens]");
         if (inputIds.dtype != ScalarType.Int64 && inputIds.dtype != ScalarType.Int32)
@@ -127,7 +128,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         long batch = inputIds.shape[0], tokens = inputIds.shape[1];
         if (batch == 0 || tokens == 0)
             throw new ArgumentException($"inputIds must hold at least one token, but has shape {Guard.Shape(inputIds)}.", nameof(inputIds));
-        Guard.SameDevice(inputIds, Device, nameof(inputIds));
+        Guard.SameDevice(inputIds, device, nameof(inputIds));
         using (NewDisposeScope())
         using (no_grad())
         {
@@ -138,7 +139,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
         if (cache is not null)
         {
-            cache.EnsureCompatible(Config, batch, Dtype, Device);
+            cache.EnsureCompatible(Config, batch, Dtype, device);
             cache.EnsureRoom(tokens);
         }
         if (attentionMask is not null)
@@ -147,7 +148,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
             if (attentionMask.shape[0] != batch || attentionMask.shape[1] != past + tokens)
                 throw new ArgumentException(
                     $"attentionMask must be [{batch}, {past + tokens}] (cached plus new tokens), but has shape {Guard.Shape(attentionMask)}.", nameof(attentionMask));
-            Guard.SameDevice(attentionMask, Device, nameof(attentionMask));
+            Guard.SameDevice(attentionMask, device, nameof(attentionMask));
         }
         if (positionIds is not null)
         {
@@ -156,7 +157,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
                 throw new ArgumentException($"positionIds must be [{batch}, {tokens}], but has shape {Guard.Shape(positionIds)}.", nameof(positionIds));
             if (positionIds.dtype != ScalarType.Int64 && positionIds.dtype != ScalarType.Int32)
                 throw new ArgumentException($"positionIds must be int64 or int32, but has dtype {positionIds.dtype}.", nameof(positionIds));
-            Guard.SameDevice(positionIds, Device, nameof(positionIds));
+            Guard.SameDevice(positionIds, device, nameof(positionIds));
         }
         return (batch, tokens);
     }
