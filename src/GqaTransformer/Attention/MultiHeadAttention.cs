@@ -166,9 +166,10 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         Tensor output;
         if (t == 1)
         {
-            // Decode: each KV head's G query heads are the G columns of one K·qᵀ product, so every cached key and value
-            // is read once for the whole group. Plain matmuls, not SDPA: on CUDA, SDPA re-plans for every new key
-            // length (about 3 ms per layer per step on an H200), and on the CPU this form was the faster one too.
+            // Decode: every cached key and value is read once for the whole group of G query heads. On the CPU a fused
+            // single-pass kernel does it (float32 arithmetic, any of the three float dtypes); elsewhere, and with a
+            // padding mask, the G query heads are the G columns of one K·qᵀ product. Plain matmuls, not SDPA: on CUDA,
+            // SDPA re-plans for every new key length (about 3 ms per layer per step on an H200).
             var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
             output = (FusedCpuDecode.Supports(folded, key, value, mask)
                     ? FusedCpuDecode.Run(folded, key, value)                                       // one pass over K and V

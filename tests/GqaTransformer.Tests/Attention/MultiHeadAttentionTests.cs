@@ -122,26 +122,34 @@ public class MultiHeadAttentionTests
     }
 
     [Theory]
-    [InlineData(2, 8, 2, 37, 16)]
-    [InlineData(1, 4, 1, 1000, 128)]   // one KV head split over key chunks
-    [InlineData(3, 8, 8, 5, 8)]        // MHA, fewer keys than chunks
-    public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim)
+    [InlineData(2, 8, 2, 37, 16, ScalarType.Float32)]      // G = 4, a partial key block
+    [InlineData(1, 4, 1, 1000, 128, ScalarType.Float32)]   // one KV head split over key ranges
+    [InlineData(3, 8, 8, 5, 8, ScalarType.Float32)]        // MHA, fewer keys than ranges
+    [InlineData(1, 32, 8, 300, 128, ScalarType.Float32)]   // Llama-3 shape: G = 4, D = 128
+    [InlineData(2, 32, 4, 70, 64, ScalarType.Float32)]     // G = 8
+    [InlineData(1, 32, 1, 129, 128, ScalarType.Float32)]   // MQA: G = 32, several query tiles
+    [InlineData(2, 6, 2, 45, 24, ScalarType.Float32)]      // G = 3 (padded to 8), D not a multiple of 32
+    [InlineData(2, 16, 4, 200, 64, ScalarType.BFloat16)]   // half-precision caches are widened block by block
+    [InlineData(2, 16, 4, 200, 64, ScalarType.Float16)]
+    [InlineData(1, 4, 4, 77, 64, ScalarType.BFloat16)]     // MHA from bf16
+    public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         manual_seed(16);
         int group = heads / kvHeads;
-        var q = randn(batch, kvHeads, group, headDim);
-        var k = randn(batch, kvHeads, keys + 7, headDim).narrow(2, 0, keys); // a cache view
-        var v = randn(batch, kvHeads, keys + 7, headDim).narrow(2, 0, keys);
-        FusedCpuDecode.Supports(q, k, v, null).Should().Be(group <= FusedCpuDecode.MaxGroup);
+        var q = randn(batch, kvHeads, group, headDim).to(dtype);
+        var k = randn(batch, kvHeads, keys + 7, headDim).to(dtype).narrow(2, 0, keys); // a cache view
+        var v = randn(batch, kvHeads, keys + 7, headDim).to(dtype).narrow(2, 0, keys);
+        FusedCpuDecode.Supports(q, k, v, null).Should().BeTrue();
         var fused = FusedCpuDecode.Run(q, k, v);
         var q64 = q.to(ScalarType.Float64);
         var textbook = (q64.matmul(k.to(ScalarType.Float64).transpose(2, 3)) / Math.Sqrt(headDim)).softmax(-1).matmul(v.to(ScalarType.Float64));
         fused.shape.Should().Equal(batch, kvHeads, group, headDim);
-        Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(1e-5);
+        fused.dtype.Should().Be(dtype);
+        // float32 arithmetic throughout; half-precision inputs add only the rounding of the output.
+        Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(dtype == ScalarType.Float32 ? 1e-5 : dtype == ScalarType.BFloat16 ? 1e-2 : 2e-3);
         FusedCpuDecode.Supports(q, k, v, ones([batch, 1, 1, keys], ScalarType.Bool)).Should().BeFalse("masks take the matmul path");
-        FusedCpuDecode.Supports(q.to(ScalarType.BFloat16), k.to(ScalarType.BFloat16), v.to(ScalarType.BFloat16), null).Should().BeFalse();
-        FusedCpuDecode.Supports(randn(batch, kvHeads, FusedCpuDecode.MaxGroup + 1, headDim), k, v, null).Should().BeFalse("larger groups take the matmul path");
+        FusedCpuDecode.Supports(q.to(ScalarType.Float64), k.to(ScalarType.Float64), v.to(ScalarType.Float64), null).Should().BeFalse("float64 takes the matmul path");
     }
 
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
