@@ -121,7 +121,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
                 $"cos and sin must be [{x.shape[0]}, {x.shape[1]}, {HeadDim}], but are {Guard.Shape(cos)} and {Guard.Shape(sin)}.", nameof(cos));
         if (cache is not null)
         {
-            cache.EnsureCompatibleLayer(LayerIndex, NumKvHeads, HeadDim, x.shape[0], x.dtype, x.device);
+            cache.EnsureCompatibleLayer(LayerIndex, NumKvHeads, HeadDim, x.shape[0], x.device);
             cache.EnsureRoom(x.shape[1]);
         }
         return Attend(x, cos, sin, mask, cache, causal: true);
@@ -136,8 +136,8 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         var v = _vProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
         (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
         if (cache is not null)
-            (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache
-        var attended = GroupedScaledDotProduct(q, k, v, mask, causal);               // [B, H, T, D]
+            (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache, in its dtype
+        var attended = GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
         var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
         return _oProj.forward(merged).MoveToOuterDisposeScope();
     }

@@ -27,7 +27,8 @@ public sealed class KvCache : IDisposable
     /// <param name="config">The model's config (layers, KV heads and head size are taken from it).</param>
     /// <param name="batchSize">Number of sequences decoded together.</param>
     /// <param name="capacity">Most tokens per sequence the cache can hold (prompt plus generated).</param>
-    /// <param name="dtype">Element type; must equal the model's dtype. Default float32.</param>
+    /// <param name="dtype">Element type, float32, bfloat16 or float16. It may differ from the model's dtype: keys and values
+    /// are converted as they are written, and attention reads them in this dtype (float32 arithmetic on the CPU). Default float32.</param>
     /// <param name="device">Device; must equal the model's device. Default CPU.</param>
     public KvCache(DecoderConfig config, int batchSize, int capacity, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
@@ -217,18 +218,18 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>Throws unless this cache fits a model of <paramref name="config"/> fed <paramref name="batchSize"/> sequences.</summary>
-    internal void EnsureCompatible(DecoderConfig config, long batchSize, ScalarType dtype, Device device)
+    internal void EnsureCompatible(DecoderConfig config, long batchSize, Device device)
     {
         ThrowIfDisposed();
         if (config.NumHiddenLayers != Config.NumHiddenLayers || config.NumKeyValueHeads != Config.NumKeyValueHeads || config.HeadDim != Config.HeadDim)
             throw new ArgumentException(
                 $"The cache was made for {Config.NumHiddenLayers} layers × {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the model has {config.NumHiddenLayers} × {config.NumKeyValueHeads} × {config.HeadDim}.",
                 "cache");
-        EnsureCompatibleLayer(0, config.NumKeyValueHeads, config.HeadDim, batchSize, dtype, device);
+        EnsureCompatibleLayer(0, config.NumKeyValueHeads, config.HeadDim, batchSize, device);
     }
 
     /// <summary>Throws unless layer <paramref name="layer"/> of this cache fits an attention of the given shape.</summary>
-    internal void EnsureCompatibleLayer(int layer, int kvHeads, int headDim, long batchSize, ScalarType dtype, Device device)
+    internal void EnsureCompatibleLayer(int layer, int kvHeads, int headDim, long batchSize, Device device)
     {
         ThrowIfDisposed();
         if (layer < 0 || layer >= _keys.Length)
@@ -238,8 +239,6 @@ public sealed class KvCache : IDisposable
                 $"The cache holds {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the attention has {kvHeads} × {headDim}.", "cache");
         if (batchSize != BatchSize)
             throw new ArgumentException($"The cache was made for batch size {BatchSize}, but the input has batch size {batchSize}.", "cache");
-        if (dtype != Dtype)
-            throw new ArgumentException($"The cache holds {Dtype}, but the model computes in {dtype}. Create the cache with dtype {dtype}.", "cache");
         if (device.type != Device.type || device.type != DeviceType.CPU && device.index != Device.index)
             throw new ArgumentException($"The cache is on {Device}, but the model is on {device}.", "cache");
     }
@@ -262,6 +261,7 @@ public sealed class KvCache : IDisposable
                 nameof(keys));
         EnsureRoom(keys.shape[2]);
         long tokens = keys.shape[2];
+        (keys, values) = (keys.to(Dtype), values.to(Dtype));                         // the cache's dtype may differ from the model's
         if (!IsRingBuffer)
         {
             _keys[layer].narrow(2, Length, tokens).copy_(keys);

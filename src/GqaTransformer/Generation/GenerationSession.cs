@@ -26,7 +26,7 @@ public sealed class GenerationSession : IDisposable
         _model = model;
         if (cache is not null)
         {
-            cache.EnsureCompatible(model.Config, batchSize, model.Dtype, model.Device);
+            cache.EnsureCompatible(model.Config, batchSize, model.Device);
             if (cache.Length != 0)
                 throw new ArgumentException($"The cache must be empty to start a session, but holds {cache.Length} tokens; call Reset().", nameof(cache));
             if (cache.Capacity < capacity)

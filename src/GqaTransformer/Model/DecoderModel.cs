@@ -83,8 +83,14 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>Creates a <see cref="KvCache"/> on this model's device and dtype.</summary>
-    public KvCache CreateCache(int batchSize, int capacity) => new(Config, batchSize, capacity, Dtype, Device);
+    /// <summary>Creates a <see cref="KvCache"/> on this model's device, in this model's dtype unless <paramref name="dtype"/> says otherwise.</summary>
+    /// <param name="batchSize">Number of sequences decoded together.</param>
+    /// <param name="capacity">Most tokens per sequence (prompt plus generated).</param>
+    /// <param name="dtype">
+    /// Element type of the cache (float32, bfloat16 or float16); default the model's. A bfloat16 cache halves a float32
+    /// model's cache; a float32 cache keeps a half-precision model's keys and values unrounded.
+    /// </param>
+    public KvCache CreateCache(int batchSize, int capacity, ScalarType? dtype = null) => new(Config, batchSize, capacity, dtype ?? Dtype, Device);
 
     /// <summary>Logits [B, T, vocab] for token ids [B, T] at positions 0..T-1, no cache.</summary>
     public override Tensor forward(Tensor inputIds) => forward(inputIds, cache: null);
@@ -139,7 +145,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
         if (cache is not null)
         {
-            cache.EnsureCompatible(Config, batch, Dtype, device);
+            cache.EnsureCompatible(Config, batch, device);
             cache.EnsureRoom(tokens);
         }
         if (attentionMask is not null)

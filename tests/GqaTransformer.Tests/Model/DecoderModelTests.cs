@@ -104,6 +104,32 @@ public class DecoderModelTests
         Tiny.MaxAbsDiff(cached, converted).Should().BeLessThan(tolerance);
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, ScalarType.BFloat16, null, 0.05)]  // a bf16 cache halves a float32 model's cache
+    [InlineData(ScalarType.Float32, ScalarType.Float16, null, 0.01)]
+    [InlineData(ScalarType.BFloat16, ScalarType.Float32, null, 0.15)]  // a float32 cache under a bf16 model
+    [InlineData(ScalarType.Float32, ScalarType.BFloat16, 4, 0.05)]     // ring buffer, with a chunk longer than the window
+    public void A_cache_may_hold_another_dtype_than_the_model(ScalarType modelDtype, ScalarType cacheDtype, int? window, double tolerance)
+    {
+        // Prefill, a chunk, then single-token decode steps (the fused CPU kernel reads the cache's dtype), against the
+        // model's own forward over the whole sequence without a cache.
+        using var scope = NewDisposeScope();
+        var config = Tiny.Config(slidingWindow: window);
+        using var model = Tiny.Model(config);
+        model.to(modelDtype);
+        var ids = Tiny.Ids(2, 14, config.VocabSize);
+        var reference = model.forward(ids);
+        using var cache = model.CreateCache(2, 16, cacheDtype);
+        cache.Dtype.Should().Be(cacheDtype);
+        cache.SizeInBytes.Should().Be(KvCache.EstimateBytes(config, 2, 16, cacheDtype));
+        var pieces = new List<Tensor> { model.forward(ids.narrow(1, 0, 5), cache), model.forward(ids.narrow(1, 5, 6), cache) };
+        for (int t = 11; t < 14; t++) pieces.Add(model.forward(ids.narrow(1, t, 1), cache));
+        var cached = cat(pieces.ToArray(), 1);
+        cached.dtype.Should().Be(modelDtype);
+        Tiny.MaxAbsDiff(cached, reference).Should().BeLessThan(tolerance);
+        Tiny.MaxAbsDiff(cached, reference).Should().BeGreaterThan(0, "keys and values went through the cache's precision");
+    }
+
     [Fact]
     public void Models_are_built_directly_in_the_requested_dtype_without_touching_global_defaults()
     {
