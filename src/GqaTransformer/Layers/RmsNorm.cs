@@ -37,6 +37,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         if (x.shape[^1] != Size)
             throw new ArgumentException($"x must end in a dimension of size {Size}, but has shape {Guard.Shape(x)}.", nameof(x));
+        if (SmallCpuOps.Supports(x, weight)) return SmallCpuOps.RmsNorm(x, weight, _eps); // a decode step's few values
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         var inverseRms = x32.pow(2).mean([-1], keepdim: true).add_(_eps).rsqrt_();

@@ -23,6 +23,34 @@ public class LayerTests
         norm.Invoking(n => n.forward(randn(2, 8))).Should().Throw<ArgumentException>().WithParameterName("x");
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, 1e-6)]
+    [InlineData(ScalarType.BFloat16, 1.0 / 128)]   // at most one bf16 ulp apart (float32 summation order)
+    [InlineData(ScalarType.Float16, 1.0 / 1024)]
+    public void RmsNorm_inference_pass_equals_the_libtorch_chain(ScalarType dtype, double relativeTolerance)
+    {
+        // With autograd off and a small CPU input, RmsNorm runs as one managed pass (SmallCpuOps); with autograd on it
+        // is the libtorch chain. Both must give the same values, rounding to the dtype where HF's formula does.
+        using var scope = NewDisposeScope();
+        manual_seed(4);
+        using var norm = new RmsNorm(1024, eps: 1e-5, dtype: dtype);
+        using (no_grad()) norm.parameters().First().copy_(randn(1024) * 0.5 + 1);
+        var x = (randn(3, 1, 1024) * 3).to(dtype);
+        var chain = norm.forward(x);                                           // weight requires grad: libtorch chain
+        Tensor managed;
+        using (no_grad())
+        {
+            SmallCpuOps.Supports(x, norm.parameters().First()).Should().BeTrue();
+            managed = norm.forward(x);
+        }
+        managed.dtype.Should().Be(dtype);
+        var difference = (managed.to(ScalarType.Float64) - chain.to(ScalarType.Float64)).abs();
+        var allowed = chain.to(ScalarType.Float64).abs() * relativeTolerance + 1e-30;
+        difference.le(allowed).all().item<bool>().Should().BeTrue();
+        using (no_grad())
+            SmallCpuOps.Supports(randn(100, 1024).to(dtype), norm.parameters().First()).Should().BeFalse("a prompt's activations take the chain");
+    }
+
     [Fact]
     public void SwiGlu_equals_the_textbook_formula()
     {
