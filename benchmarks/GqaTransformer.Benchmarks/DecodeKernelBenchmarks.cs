@@ -14,7 +14,7 @@ public class DecodeKernelBenchmarks
     private Tensor _folded = null!, _keys = null!, _values = null!;
 
     /// <summary>KV heads out of 32 query heads.</summary>
-    [Params(32, 8)] public int KvHeads { get; set; }
+    [Params(32, 8, 4, 1)] public int KvHeads { get; set; }
 
     /// <summary>Tokens in the cache.</summary>
     [Params(4096)] public int Context { get; set; }

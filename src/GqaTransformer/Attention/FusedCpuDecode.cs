@@ -177,13 +177,21 @@ internal static unsafe class FusedCpuDecode
             fixed (float* sc = scores, qs = scaled, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 for (int i = 0; i < d; i++) qs[i] = q[i] * scale;
+                long rowBytes = (long)d * (dtype == ScalarType.Float32 ? 4 : 2);
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
                     int n = Math.Min(KeyBlock, length - t0);
                     float* keys = Rows(k, t0, n, d, dtype, wide);
                     float blockMax = float.NegativeInfinity;
+                    long ahead = t0 + PrefetchDistance * KeyBlock;                // the block whose rows are fetched meanwhile
                     for (int r = 0; r < n; r++)
                     {
+                        if (ahead + r < length)
+                            for (long offset = (ahead + r) * rowBytes, end = offset + rowBytes; offset < end; offset += 64)
+                            {
+                                Prefetch(k + offset);
+                                Prefetch(v + offset);
+                            }
                         sc[r] = Dot(qs, keys + r * d, d);
                         blockMax = MathF.Max(blockMax, sc[r]);
                     }
