@@ -77,7 +77,7 @@ internal static unsafe class FusedCpuDecode
         float scale = 1f / MathF.Sqrt(d);
         try
         {
-            Parallel.For(0, tasks, new ParallelOptions { MaxDegreeOfParallelism = workers }, task =>
+            OpenMpTeam.For(tasks, workers, task =>
             {
                 int h = task / rangesPerHead;
                 long bi = h / kvHeads, hi = h % kvHeads;
