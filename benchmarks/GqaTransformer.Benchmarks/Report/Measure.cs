@@ -8,14 +8,18 @@ namespace GqaTransformer.Benchmarks.Report;
 /// <summary>Timing, memory and machine facts for the report. Every figure is a median of repeated runs.</summary>
 internal static class Measure
 {
-    /// <summary>Runs each variant once per round, <paramref name="rounds"/> times, so drift hits all alike; returns medians in ms.</summary>
-    public static double[] InterleavedMedians(IReadOnlyList<Action> variants, int rounds, int warmup = 2)
+    /// <summary>
+    /// Runs each variant once per round, <paramref name="rounds"/> times, so drift hits all alike; returns medians in ms.
+    /// <paramref name="beforeEach"/>, if given, runs untimed before every timed call.
+    /// </summary>
+    public static double[] InterleavedMedians(IReadOnlyList<Action> variants, int rounds, int warmup = 2, Action? beforeEach = null)
     {
         foreach (var v in variants) for (int i = 0; i < warmup; i++) v();
         var samples = variants.Select(_ => new List<double>()).ToArray();
         for (int r = 0; r < rounds; r++)
             for (int i = 0; i < variants.Count; i++)
             {
+                beforeEach?.Invoke();
                 long start = Stopwatch.GetTimestamp();
                 variants[i]();
                 samples[i].Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
