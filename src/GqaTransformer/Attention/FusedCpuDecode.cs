@@ -13,11 +13,12 @@ namespace GqaTransformer;
 /// in blocks of <see cref="KeyBlock"/>: a block of K rows is read once and scored against all G queries of the group,
 /// the scores go through an online softmax, and the matching block of V rows is read once and accumulated for all G
 /// queries. Work is split over (KV head, range of keys) and the ranges merged by log-sum-exp, so even one KV head keeps
-/// every core busy. Computes in float32; bfloat16 and float16 caches are widened block by block into a scratch buffer
-/// that stays in L1, so a half-precision cache is read at half the bytes.
+/// every core busy, on libtorch's own OpenMP threads (<see cref="OpenMpTeam"/>). Computes in float32; bfloat16 and
+/// float16 caches are widened block by block into a scratch buffer that stays in L1, so a half-precision cache is read
+/// at half the bytes.
 /// </summary>
 /// <remarks>
-/// Register tiling (ADR 0003). Scores: the G queries are stored transposed, [D, G'] with G' = G rounded up to 8, so
+/// Register tiling (ADR 0006). Scores: the G queries are stored transposed, [D, G'] with G' = G rounded up to 8, so
 /// one vector holds the same coordinate of 8 queries; each key element is broadcast once and multiplied into it, 8 keys
 /// at a time — no horizontal sums. Values: 4 queries × 32 coordinates of the output stay in 16 registers while the
 /// block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one query per head.
