@@ -129,6 +129,7 @@ public class MultiHeadAttentionTests
     [InlineData(2, 32, 4, 70, 64, ScalarType.Float32)]     // G = 8
     [InlineData(1, 32, 1, 129, 128, ScalarType.Float32)]   // MQA: G = 32, several query tiles
     [InlineData(2, 6, 2, 45, 24, ScalarType.Float32)]      // G = 3 (padded to 8), D not a multiple of 32
+    [InlineData(3, 4, 2, 33, 32, ScalarType.Float32)]      // G = 2, odd key count: the last key is paired with zeros
     [InlineData(2, 16, 4, 200, 64, ScalarType.BFloat16)]   // half-precision caches are widened block by block
     [InlineData(2, 16, 4, 200, 64, ScalarType.Float16)]
     [InlineData(1, 4, 4, 77, 64, ScalarType.BFloat16)]     // MHA from bf16
