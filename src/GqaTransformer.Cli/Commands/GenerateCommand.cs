@@ -62,6 +62,10 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16.")][DefaultValue("fp32")]
         public string Dtype { get; init; } = "fp32";
 
+        /// <summary>Element type of the KV cache; null for the model's.</summary>
+        [CommandOption("--cache-dtype <DTYPE>")][Description("KV cache dtype: fp32, bf16 or fp16. Default: the model's (--dtype).")]
+        public string? CacheDtype { get; init; }
+
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
@@ -82,6 +86,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         }.Validate();
         var device = Parsing.Device(settings.Device);
         var dtype = Parsing.Dtype(settings.Dtype);
+        var cacheDtype = settings.CacheDtype is null ? dtype : Parsing.Dtype(settings.CacheDtype);
         Tokenizer? tokenizer = settings.Tokenizer is null ? null : TextGeneration.LoadTokenizer(settings.Tokenizer);
         IReadOnlyList<int> prompt = tokenizer is not null
             ? tokenizer.EncodeToIds(settings.Prompt!)
@@ -89,11 +94,12 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
 
         using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
         var generator = new TokenGenerator(model);
+        using var cache = model.CreateCache(1, Math.Max(1, prompt.Count + options.MaxNewTokens - 1), cacheDtype);
         var produced = new List<int>();
         var clock = Stopwatch.StartNew();
         double firstTokenSeconds = 0;
         string printed = "";
-        foreach (var step in generator.StreamBatch([prompt], options, cancellationToken))
+        foreach (var step in generator.StreamBatch([prompt], options, cancellationToken, cache))
         {
             if (produced.Count == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds;
             produced.Add(step[0]!.Value);
@@ -114,7 +120,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         double total = clock.Elapsed.TotalSeconds;
         console.WriteLine();
 
-        long cacheBytes = KvCache.EstimateBytes(model.Config, 1, prompt.Count + produced.Count - 1, dtype);
+        long cacheBytes = KvCache.EstimateBytes(model.Config, 1, prompt.Count + produced.Count - 1, cacheDtype);
         var table = new Table().AddColumn("prompt tokens").AddColumn("prefill tok/s").AddColumn("new tokens").AddColumn("decode tok/s").AddColumn("KV cache");
         double decodeSeconds = total - firstTokenSeconds;
         table.AddRow(
@@ -122,7 +128,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
             (prompt.Count / firstTokenSeconds).ToString("0.0", CultureInfo.InvariantCulture),
             produced.Count.ToString(CultureInfo.InvariantCulture),
             produced.Count > 1 ? ((produced.Count - 1) / decodeSeconds).ToString("0.0", CultureInfo.InvariantCulture) : "-",
-            $"{Parsing.Size(cacheBytes)} ({model.Config.NumKeyValueHeads} kv heads, {Parsing.DtypeName(dtype)})");
+            $"{Parsing.Size(cacheBytes)} ({model.Config.NumKeyValueHeads} kv heads, {Parsing.DtypeName(cacheDtype)})");
         console.Write(table);
         return 0;
     }

@@ -109,6 +109,18 @@ public class CliTests
     }
 
     [Fact]
+    public void Generate_takes_a_cache_dtype_other_than_the_models()
+    {
+        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6", "--cache-dtype", "bf16");
+        code.Should().Be(0, output);
+        using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
+        using var cache = model.CreateCache(1, 8, ScalarType.BFloat16);
+        var expected = new TokenGenerator(model).StreamBatch([[5, 9, 13]], GenerationOptions.Greedy(6), default, cache).Select(step => step[0]!.Value);
+        output.Should().Contain(string.Join(",", expected)).And.Contain("kv heads, bf16");
+        Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5", "--cache-dtype", "int8").Output.Should().Contain("dtype 'int8' is not supported");
+    }
+
+    [Fact]
     public void Demo_runs_all_three_variants()
     {
         var (code, output) = Run("demo", "--context", "64", "--new-tokens", "4");
