@@ -385,24 +385,50 @@ internal static unsafe class FusedCpuDecode
             case ScalarType.Float32:
                 return (float*)block + (long)start * d;
             case ScalarType.Float16:
-                ushort* halves = (ushort*)block + (long)start * d;
-                for (long i = 0; i < count; i += 16)
-                {
-                    var bits = Vector256.Load(halves + i);
-                    HalfToSingle(Vector256.WidenLower(bits)).Store(scratch + i);
-                    HalfToSingle(Vector256.WidenUpper(bits)).Store(scratch + i + 8);
-                }
+                Widen<HalfBits>(block, start, count, d, scratch);
                 return scratch;
-            default: // bfloat16: the upper half of a float32
-                ushort* source = (ushort*)block + (long)start * d;
-                for (long i = 0; i < count; i += 16)
-                {
-                    var bits = Vector256.Load(source + i);
-                    Vector256.ShiftLeft(Vector256.WidenLower(bits), 16).AsSingle().Store(scratch + i);
-                    Vector256.ShiftLeft(Vector256.WidenUpper(bits), 16).AsSingle().Store(scratch + i + 8);
-                }
+            default:
+                Widen<BFloat16Bits>(block, start, count, d, scratch);
                 return scratch;
         }
+    }
+
+    /// <summary>
+    /// Widens <paramref name="count"/> 16-bit values (a multiple of 8, since D is) into float32, 16 at a time and a last
+    /// 8 where the count ends on a half vector, so nothing past the block is read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Widen<TBits>(byte* block, int start, long count, int d, float* scratch) where TBits : struct, IWidening
+    {
+        ushort* source = (ushort*)block + (long)start * d;
+        long i = 0;
+        for (; i + 16 <= count; i += 16)
+        {
+            var bits = Vector256.Load(source + i);
+            TBits.ToSingle(Vector256.WidenLower(bits)).Store(scratch + i);
+            TBits.ToSingle(Vector256.WidenUpper(bits)).Store(scratch + i + 8);
+        }
+        if (i < count)
+        {
+            var bits = Vector128.Load(source + i);
+            TBits.ToSingle(Vector256.Create(Vector128.WidenLower(bits), Vector128.WidenUpper(bits))).Store(scratch + i);
+        }
+    }
+
+    /// <summary>How 16-bit values held in the low half of each 32-bit lane become float32 (a struct, so each use is inlined).</summary>
+    private interface IWidening
+    {
+        static abstract Vector256<float> ToSingle(Vector256<uint> bits);
+    }
+
+    private readonly struct HalfBits : IWidening
+    {
+        public static Vector256<float> ToSingle(Vector256<uint> bits) => HalfToSingle(bits);
+    }
+
+    private readonly struct BFloat16Bits : IWidening
+    {
+        public static Vector256<float> ToSingle(Vector256<uint> bits) => Vector256.ShiftLeft(bits, 16).AsSingle(); // the upper half of a float32
     }
 
     /// <summary>

@@ -133,6 +133,8 @@ public class MultiHeadAttentionTests
     [InlineData(2, 16, 4, 200, 64, ScalarType.BFloat16)]   // half-precision caches are widened block by block
     [InlineData(2, 16, 4, 200, 64, ScalarType.Float16)]
     [InlineData(1, 4, 4, 77, 64, ScalarType.BFloat16)]     // MHA from bf16
+    [InlineData(2, 8, 2, 37, 8, ScalarType.BFloat16)]      // a block of 37 × 8 values: the widening ends on a half vector
+    [InlineData(2, 8, 8, 5, 8, ScalarType.Float16)]
     public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
