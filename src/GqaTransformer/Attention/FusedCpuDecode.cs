@@ -1,7 +1,6 @@
 using System.Buffers;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -62,8 +61,8 @@ internal static unsafe class FusedCpuDecode
         // Each head's [S, D] block of K and V (rows contiguous, heads strided), its queries and its outputs.
         long headStride = key.stride(1), batchStride = key.stride(0);
         long valueHeadStride = value.stride(1), valueBatchStride = value.stride(0);
-        byte* kBase = (byte*)FirstHead(key), vBase = (byte*)FirstHead(value);
-        float* qBase = (float*)Address(query), oBase = (float*)Address(output);
+        byte* kBase = FirstHead(key), vBase = FirstHead(value);
+        float* qBase = (float*)TensorMemory.Address(query), oBase = (float*)TensorMemory.Address(output);
         int elementSize = (int)key.element_size();
 
         int workers = Math.Max(1, get_num_threads());
@@ -172,7 +171,7 @@ internal static unsafe class FusedCpuDecode
         var pool = ArrayPool<float>.Shared;
         var scores = pool.Rent(KeyBlock);
         var scaled = pool.Rent(d);
-        var widened = pool.Rent(KeyBlock * d);
+        var widened = dtype == ScalarType.Float32 ? null : pool.Rent(KeyBlock * d);
         try
         {
             fixed (float* sc = scores, qs = scaled, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
@@ -210,7 +209,7 @@ internal static unsafe class FusedCpuDecode
         {
             pool.Return(scores);
             pool.Return(scaled);
-            pool.Return(widened);
+            if (widened is not null) pool.Return(widened);
         }
     }
 
@@ -513,14 +512,10 @@ internal static unsafe class FusedCpuDecode
 
     private static void Scale(float* x, int n, float factor) => TensorPrimitives.Multiply(new ReadOnlySpan<float>(x, n), factor, new Span<float>(x, n));
 
-    /// <summary>Address of a contiguous tensor's first element (the tensor must stay alive while it is used).</summary>
-    private static IntPtr Address(Tensor contiguous)
-        => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(contiguous.bytes));
-
     /// <summary>Address of the first element of a [B, Hkv, S, D] view whose [S, D] blocks are contiguous (other heads by stride).</summary>
-    private static IntPtr FirstHead(Tensor keysOrValues)
+    private static byte* FirstHead(Tensor keysOrValues)
     {
         using var head = keysOrValues.select(0, 0).select(0, 0);                 // [S, D], contiguous
-        return Address(head);
+        return TensorMemory.Address(head);
     }
 }

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -36,7 +35,7 @@ internal static unsafe class SmallCpuOps
         int size = (int)weight.numel();
         long rows = x.numel() / size;
         var dtype = x.dtype;
-        byte* input = Address(x), scale = Address(weight), result = Address(output);
+        byte* input = TensorMemory.Address(x), scale = TensorMemory.Address(weight), result = TensorMemory.Address(output);
         float epsilon = (float)eps;
         var row = ArrayPool<float>.Shared.Rent(size);
         try
@@ -104,6 +103,4 @@ internal static unsafe class SmallCpuOps
         uint bits = BitConverter.SingleToUInt32Bits(value);
         return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
     }
-
-    private static byte* Address(Tensor contiguous) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(contiguous.bytes));
 }
