@@ -40,7 +40,7 @@ internal static class AttentionMask
         {
             var keyIsToken = paddingMask.to(ScalarType.Bool);                                         // [B, past + T]
             if (keyPositions is not null) keyIsToken = keyIsToken.index_select(1, keyPositionsTensor);
-            mask = mask.logical_and(keyIsToken.view(paddingMask.shape[0], 1, 1, keys));               // [B, 1, T, S]
+            mask = mask.logical_and(keyIsToken.view(paddingMask.size(0), 1, 1, keys));               // [B, 1, T, S]
         }
         mask = mask.logical_or((keyAt == queryAt).view(1, 1, queryLength, keys));
         return mask.MoveToOuterDisposeScope();

@@ -33,37 +33,41 @@ internal static unsafe class FusedCpuDecode
     public const int KeyBlock = 32;
 
     /// <summary>
-    /// Whether the kernel takes these tensors: CPU, float32/bfloat16/float16, no mask, head size a multiple of 8 up to
-    /// 512, and rows of K and V contiguous (a cache view qualifies).
+    /// Whether the kernel takes these tensors: CPU, float32/bfloat16/float16 (the queries' dtype may differ from the
+    /// cache's), no mask, head size a multiple of 8 up to 512, and rows of K and V contiguous (a cache view qualifies).
     /// </summary>
     public static bool Supports(Tensor folded, Tensor key, Tensor value, Tensor? mask)
         => mask is null && Vector256.IsHardwareAccelerated
            && folded.device_type == DeviceType.CPU && key.device_type == DeviceType.CPU && value.device_type == DeviceType.CPU
-           && IsSupportedDtype(key.dtype) && folded.dtype == key.dtype && value.dtype == key.dtype
-           && key.shape[^1] % 8 == 0 && key.shape[^1] <= 512 && key.shape[2] > 0
-           && key.stride(3) == 1 && key.stride(2) == key.shape[3] && value.stride(3) == 1 && value.stride(2) == value.shape[3];
+           && SmallCpuOps.IsSupported(key.dtype) && SmallCpuOps.IsSupported(folded.dtype) && value.dtype == key.dtype
+           && key.size(-1) % 8 == 0 && key.size(-1) <= 512 && key.size(2) > 0
+           && key.stride(3) == 1 && key.stride(2) == key.size(3) && value.stride(3) == 1 && value.stride(2) == value.size(3);
 
-    private static bool IsSupportedDtype(ScalarType dtype)
-        => dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
-
-    /// <summary>folded [B, Hkv, G, D], key/value [B, Hkv, S, D] → [B, Hkv, G, D] in the inputs' dtype.</summary>
-    public static Tensor Run(Tensor folded, Tensor key, Tensor value)
+    /// <summary>
+    /// folded [B, Hkv, G, D], key/value [B, Hkv, S, D] → [B, Hkv, G, D] in <paramref name="outputDtype"/> (default the
+    /// cache's). The queries are read in their own dtype, so a float16 model over a bfloat16 cache needs no conversion.
+    /// </summary>
+    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype = null)
     {
-        long b = key.shape[0], kvHeads = key.shape[1], s = key.shape[2];
-        int d = (int)key.shape[3], g = (int)folded.shape[2];
+        long b = key.size(0), kvHeads = key.size(1), s = key.size(2);
+        int d = (int)key.size(3), g = (int)folded.size(2);
         int padded = g == 1 ? 1 : (g + 7) / 8 * 8;
         int heads = (int)(b * kvHeads);
         var dtype = key.dtype;
+        var queryDtype = folded.dtype;
+        var resultDtype = outputDtype ?? dtype;
+        if (!SmallCpuOps.IsSupported(resultDtype))
+            throw new ArgumentException($"outputDtype must be float32, bfloat16 or float16, but was {resultDtype}.", nameof(outputDtype));
         using var scope = NewDisposeScope();
-        var query = folded.to(ScalarType.Float32).contiguous();                             // [B, Hkv, G, D]
-        var output = zeros([b, kvHeads, g, d], ScalarType.Float32);
+        var query = folded.is_contiguous() ? folded : folded.contiguous();                  // [B, Hkv, G, D]
+        var output = empty([b, kvHeads, g, d], resultDtype);
 
         // Each head's [S, D] block of K and V (rows contiguous, heads strided), its queries and its outputs.
         long headStride = key.stride(1), batchStride = key.stride(0);
         long valueHeadStride = value.stride(1), valueBatchStride = value.stride(0);
         byte* kBase = FirstHead(key), vBase = FirstHead(value);
-        float* qBase = (float*)TensorMemory.Address(query), oBase = (float*)TensorMemory.Address(output);
-        int elementSize = (int)key.element_size();
+        byte* qBase = TensorMemory.Address(query), oBase = TensorMemory.Address(output);
+        int elementSize = (int)key.element_size(), queryElementSize = (int)query.element_size();
 
         int workers = Math.Max(1, get_num_threads());
         int rangesPerHead = (int)Math.Clamp((2L * workers + heads - 1) / heads, 1, Math.Max(1, s / (4 * KeyBlock)));
@@ -88,11 +92,11 @@ internal static unsafe class FusedCpuDecode
                 if (start >= end) return;
                 byte* k = kBase + (bi * batchStride + hi * headStride + start * d) * elementSize;
                 byte* v = vBase + (bi * valueBatchStride + hi * valueHeadStride + start * d) * elementSize;
-                float* q = qBase + (long)h * g * d;
-                if (g == 1) AttendSingle(q, k, v, (int)(end - start), d, dtype, scale, state);
-                else AttendGroup(q, k, v, (int)(end - start), d, g, padded, dtype, scale, state);
+                byte* q = qBase + (long)h * g * d * queryElementSize;
+                if (g == 1) AttendSingle(q, queryDtype, k, v, (int)(end - start), d, dtype, scale, state);
+                else AttendGroup(q, queryDtype, k, v, (int)(end - start), d, g, padded, dtype, scale, state);
             });
-            Merge(partialMax, partialSum, partialAcc, oBase, heads, rangesPerHead, g, padded, d);
+            Merge(partialMax, partialSum, partialAcc, oBase, resultDtype, heads, rangesPerHead, g, padded, d);
         }
         finally
         {
@@ -100,7 +104,7 @@ internal static unsafe class FusedCpuDecode
             pool.Return(partialSum);
             pool.Return(partialAcc);
         }
-        return output.to(dtype).MoveToOuterDisposeScope();
+        return output.MoveToOuterDisposeScope();
     }
 
     /// <summary>Running softmax state of one task: per query, max score, Σ e^(score−max), and Σ e^(score−max)·v.</summary>
@@ -118,19 +122,23 @@ internal static unsafe class FusedCpuDecode
 
     /// <summary>G ≥ 2 queries over one head's key range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AttendGroup(float* q, byte* k, byte* v, int length, int d, int g, int padded, ScalarType dtype, float scale, State state)
+    private static void AttendGroup(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, int g, int padded, ScalarType dtype, float scale, State state)
     {
         var pool = ArrayPool<float>.Shared;
         var transposed = pool.Rent(d * padded);                                  // [D, G']: query j, coordinate i at [i, j]
         var scores = pool.Rent(KeyBlock * padded);                               // [block, G']
-        var widened = dtype == ScalarType.Float32 ? null : pool.Rent(KeyBlock * d);
+        var widened = pool.Rent(KeyBlock * d);                                   // widened K/V rows; first the queries
         try
         {
             fixed (float* qt = transposed, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 new Span<float>(qt, d * padded).Clear();
+                int querySize = queryDtype == ScalarType.Float32 ? 4 : 2;
                 for (int j = 0; j < g; j++)
-                    for (int i = 0; i < d; i++) qt[i * padded + j] = q[j * d + i] * scale;
+                {
+                    SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
+                    for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
+                }
                 int rowsOfG = (g + 3) / 4 * 4;
                 int size = dtype == ScalarType.Float32 ? 4 : 2;
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
@@ -160,13 +168,13 @@ internal static unsafe class FusedCpuDecode
         {
             pool.Return(transposed);
             pool.Return(scores);
-            if (widened is not null) pool.Return(widened);
+            pool.Return(widened);
         }
     }
 
     /// <summary>One query (MHA) over one head's key range: dot products along D.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AttendSingle(float* q, byte* k, byte* v, int length, int d, ScalarType dtype, float scale, State state)
+    private static void AttendSingle(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, ScalarType dtype, float scale, State state)
     {
         var pool = ArrayPool<float>.Shared;
         var scores = pool.Rent(KeyBlock);
@@ -176,7 +184,8 @@ internal static unsafe class FusedCpuDecode
         {
             fixed (float* sc = scores, qs = scaled, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
-                for (int i = 0; i < d; i++) qs[i] = q[i] * scale;
+                SmallCpuOps.ToSingle(q, queryDtype, new Span<float>(qs, d));
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(qs, d), scale, new Span<float>(qs, d));
                 long rowBytes = (long)d * (dtype == ScalarType.Float32 ? 4 : 2);
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
@@ -422,7 +431,7 @@ internal static unsafe class FusedCpuDecode
 
     private readonly struct HalfBits : IWidening
     {
-        public static Vector256<float> ToSingle(Vector256<uint> bits) => HalfToSingle(bits);
+        public static Vector256<float> ToSingle(Vector256<uint> bits) => SmallCpuOps.HalfToSingle(bits);
     }
 
     private readonly struct BFloat16Bits : IWidening
@@ -454,33 +463,19 @@ internal static unsafe class FusedCpuDecode
         return Vector256.AndNot(p * twoToN, underflow.AsSingle());
     }
 
-    /// <summary>
-    /// IEEE half → single for 8 values held in the low 16 bits of each lane: shifting exponent and mantissa into place
-    /// and multiplying by 2^112 re-biases the exponent (and normalises subnormals); infinities and NaNs get the full
-    /// exponent; the sign is moved last.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> HalfToSingle(Vector256<uint> half)
-    {
-        var magnitude = half & Vector256.Create(0x7FFFu);
-        var shifted = Vector256.ShiftLeft(magnitude, 13);
-        var value = shifted.AsSingle() * Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000u)) /* 2^112 */;
-        var special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u)).AsSingle();
-        value = Vector256.ConditionalSelect(special, (shifted | Vector256.Create(0x7F800000u)).AsSingle(), value);
-        return value | Vector256.ShiftLeft(half & Vector256.Create(0x8000u), 16).AsSingle();
-    }
-
-    /// <summary>Merges each head's ranges: out = Σ acc·e^(m−M) / Σ l·e^(m−M).</summary>
+    /// <summary>Merges each head's ranges: out = Σ acc·e^(m−M) / Σ l·e^(m−M), written in <paramref name="dtype"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void Merge(float[] partialMax, float[] partialSum, float[] partialAcc, float* output, int heads, int ranges, int g, int padded, int d)
+    private static void Merge(float[] partialMax, float[] partialSum, float[] partialAcc, byte* output, ScalarType dtype, int heads, int ranges, int g, int padded, int d)
     {
+        Span<float> row = stackalloc float[d];
+        int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
         for (int h = 0; h < heads; h++)
             for (int j = 0; j < g; j++)
             {
                 float max = float.NegativeInfinity;
                 for (int c = 0; c < ranges; c++) max = MathF.Max(max, partialMax[(h * ranges + c) * padded + j]);
                 float total = 0;
-                var row = new Span<float>(output + ((long)h * g + j) * d, d);
+                row.Clear();
                 for (int c = 0; c < ranges; c++)
                 {
                     int task = h * ranges + c;
@@ -492,6 +487,7 @@ internal static unsafe class FusedCpuDecode
                     TensorPrimitives.MultiplyAdd(acc, w, row, row);
                 }
                 TensorPrimitives.Divide(row, total, row);
+                SmallCpuOps.FromSingle(row, dtype, output + ((long)h * g + j) * d * elementSize);
             }
     }
 

@@ -96,7 +96,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     {
         CheckInput(x);
         using var scope = NewDisposeScope();
-        var positions = arange(x.shape[1], ScalarType.Int64, x.device).unsqueeze(0).expand(x.shape[0], -1); // [B, T]
+        var positions = arange(x.size(1), ScalarType.Int64, x.device).unsqueeze(0).expand(x.size(0), -1); // [B, T]
         var (cos, sin) = _rotary.forward(positions, x.dtype);
         return Attend(x, cos, sin, mask: null, cache: null, causal).MoveToOuterDisposeScope();
     }
@@ -115,14 +115,14 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask = null, KvCache? cache = null)
     {
         CheckInput(x);
-        long expectedCos = x.shape[0] * x.shape[1] * HeadDim;
+        long expectedCos = x.size(0) * x.size(1) * HeadDim;
         if (cos.numel() != expectedCos || sin.numel() != expectedCos || cos.dim() != 3)
             throw new ArgumentException(
-                $"cos and sin must be [{x.shape[0]}, {x.shape[1]}, {HeadDim}], but are {Guard.Shape(cos)} and {Guard.Shape(sin)}.", nameof(cos));
+                $"cos and sin must be [{x.size(0)}, {x.size(1)}, {HeadDim}], but are {Guard.Shape(cos)} and {Guard.Shape(sin)}.", nameof(cos));
         if (cache is not null)
         {
-            cache.EnsureCompatibleLayer(LayerIndex, NumKvHeads, HeadDim, x.shape[0], x.device);
-            cache.EnsureRoom(x.shape[1]);
+            cache.EnsureCompatibleLayer(LayerIndex, NumKvHeads, HeadDim, x.size(0), x.device);
+            cache.EnsureRoom(x.size(1));
         }
         return Attend(x, cos, sin, mask, cache, causal: true);
     }
@@ -130,14 +130,17 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     private Tensor Attend(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache, bool causal)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], t = x.shape[1];
+        long b = x.size(0), t = x.size(1);
         var q = _qProj.forward(x).view(b, t, NumHeads, HeadDim).transpose(1, 2);   // [B, H, T, D]
         var k = _kProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
         var v = _vProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
         (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
         if (cache is not null)
             (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache, in its dtype
-        var attended = GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
+        var folded = q.reshape(b, NumKvHeads, GroupSize * t, HeadDim);               // [B, Hkv, G, D] when T = 1
+        var attended = t == 1 && FusedCpuDecode.Supports(folded, k, v, mask)
+            ? FusedCpuDecode.Run(folded, k, v, x.dtype).view(b, NumHeads, 1, HeadDim)  // one pass over the cache, in any dtype pair
+            : GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
         var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
         return _oProj.forward(merged).MoveToOuterDisposeScope();
     }
@@ -155,8 +158,8 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     public static Tensor GroupedScaledDotProduct(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
     {
         CheckGroupedShapes(query, key, value);
-        long b = query.shape[0], heads = query.shape[1], t = query.shape[2], d = query.shape[3];
-        long kvHeads = key.shape[1], s = key.shape[2];
+        long b = query.size(0), heads = query.size(1), t = query.size(2), d = query.size(3);
+        long kvHeads = key.size(1), s = key.size(2);
         long group = heads / kvHeads;
         using var scope = NewDisposeScope();
         bool topLeftCausalIsRight = causal && mask is null && t == s; // SDPA's is_causal is top-left aligned
@@ -198,9 +201,9 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         Guard.Rank(query, 4, nameof(query), "[batch, heads, tokens, head_dim]");
         Guard.Rank(key, 4, nameof(key), "[batch, kv_heads, keys, head_dim]");
         Guard.Rank(value, 4, nameof(value), "[batch, kv_heads, keys, head_dim]");
-        if (!key.shape.SequenceEqual(value.shape))
+        if (!Guard.SameShape(key, value))
             throw new ArgumentException($"key and value must have the same shape, but are {Guard.Shape(key)} and {Guard.Shape(value)}.", nameof(value));
-        if (key.shape[0] != query.shape[0] || key.shape[3] != query.shape[3] || key.shape[1] == 0 || query.shape[1] % key.shape[1] != 0)
+        if (key.size(0) != query.size(0) || key.size(3) != query.size(3) || key.size(1) == 0 || query.size(1) % key.size(1) != 0)
             throw new ArgumentException(
                 $"query {Guard.Shape(query)} and key {Guard.Shape(key)} must share batch and head_dim, and the query heads must be a multiple of the key heads.", nameof(key));
         if (query.dtype != key.dtype || key.dtype != value.dtype)
@@ -214,7 +217,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
     {
         using var scope = NewDisposeScope();
-        var scaled = folded * (1.0 / Math.Sqrt(folded.shape[^1]));
+        var scaled = folded * (1.0 / Math.Sqrt(folded.size(-1)));
         var scores = key.matmul(scaled.transpose(2, 3))       // [B, Hkv, S, G]: K streams through once
             .transpose(2, 3).contiguous();                    // [B, Hkv, G, S]
         if (mask is not null)
@@ -226,9 +229,9 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     private void CheckInput(Tensor x)
     {
         Guard.Rank(x, 3, nameof(x), "[batch, tokens, hidden]");
-        if (x.shape[2] != HiddenSize)
+        if (x.size(2) != HiddenSize)
             throw new ArgumentException($"x must be [batch, tokens, {HiddenSize}], but has shape {Guard.Shape(x)}.", nameof(x));
-        if (x.shape[0] == 0 || x.shape[1] == 0)
+        if (x.size(0) == 0 || x.size(1) == 0)
             throw new ArgumentException($"x must hold at least one token, but has shape {Guard.Shape(x)}.", nameof(x));
         Guard.FloatingPoint(x, nameof(x));
         using var scope = NewDisposeScope(); // TorchSharp's weight getter may hand out a fresh native handle

@@ -254,13 +254,13 @@ public sealed class KvCache : IDisposable
         if (layer < 0 || layer >= _keys.Length)
             throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
         var stored = _keys[layer];
-        if (keys.dim() != 4 || keys.shape[0] != stored.shape[0] || keys.shape[1] != stored.shape[1] || keys.shape[3] != stored.shape[3]
-            || !keys.shape.SequenceEqual(values.shape))
+        if (keys.dim() != 4 || keys.size(0) != stored.size(0) || keys.size(1) != stored.size(1) || keys.size(3) != stored.size(3)
+            || !Guard.SameShape(keys, values))
             throw new ArgumentException(
-                $"keys and values must be [{stored.shape[0]}, {stored.shape[1]}, T, {stored.shape[3]}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
+                $"keys and values must be [{stored.size(0)}, {stored.size(1)}, T, {stored.size(3)}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
                 nameof(keys));
-        EnsureRoom(keys.shape[2]);
-        long tokens = keys.shape[2];
+        EnsureRoom(keys.size(2));
+        long tokens = keys.size(2);
         (keys, values) = (keys.to(Dtype), values.to(Dtype));                         // the cache's dtype may differ from the model's
         if (!IsRingBuffer)
         {

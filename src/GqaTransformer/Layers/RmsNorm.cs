@@ -35,7 +35,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     /// <summary>Normalises <paramref name="x"/> [..., Size].</summary>
     public override Tensor forward(Tensor x)
     {
-        if (x.shape[^1] != Size)
+        if (x.size(-1) != Size)
             throw new ArgumentException($"x must end in a dimension of size {Size}, but has shape {Guard.Shape(x)}.", nameof(x));
         if (SmallCpuOps.Supports(x, weight)) return SmallCpuOps.RmsNorm(x, weight, _eps); // a decode step's few values
         using var scope = NewDisposeScope();

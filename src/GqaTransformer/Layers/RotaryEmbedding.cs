@@ -61,6 +61,7 @@ public sealed class RotaryEmbedding : nn.Module
     /// </summary>
     public static (Tensor Query, Tensor Key) Apply(Tensor query, Tensor key, Tensor cos, Tensor sin)
     {
+        if (SmallCpuOps.SupportsRotary(query, key, cos, sin)) return SmallCpuOps.Rotary(query, key, cos, sin); // a decode step's few values
         using var scope = NewDisposeScope();
         var c = cos.unsqueeze(1); // [B, 1, T, D]
         var s = sin.unsqueeze(1);
@@ -71,7 +72,7 @@ public sealed class RotaryEmbedding : nn.Module
 
     private static Tensor RotateHalf(Tensor x)
     {
-        long half = x.shape[^1] / 2;
+        long half = x.size(-1) / 2;
         var first = x.narrow(-1, 0, half);
         var second = x.narrow(-1, half, half);
         return cat([second.neg(), first], -1);

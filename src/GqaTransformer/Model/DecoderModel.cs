@@ -131,7 +131,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         Guard.Rank(inputIds, 2, nameof(inputIds), "[batch, tokens]");
         if (inputIds.dtype != ScalarType.Int64 && inputIds.dtype != ScalarType.Int32)
             throw new ArgumentException($"inputIds must hold int64 (or int32) token ids, but has dtype {inputIds.dtype}.", nameof(inputIds));
-        long batch = inputIds.shape[0], tokens = inputIds.shape[1];
+        long batch = inputIds.size(0), tokens = inputIds.size(1);
         if (batch == 0 || tokens == 0)
             throw new ArgumentException($"inputIds must hold at least one token, but has shape {Guard.Shape(inputIds)}.", nameof(inputIds));
         Guard.SameDevice(inputIds, device, nameof(inputIds));
@@ -151,7 +151,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         if (attentionMask is not null)
         {
             Guard.Rank(attentionMask, 2, nameof(attentionMask), "[batch, past + tokens]");
-            if (attentionMask.shape[0] != batch || attentionMask.shape[1] != past + tokens)
+            if (attentionMask.size(0) != batch || attentionMask.size(1) != past + tokens)
                 throw new ArgumentException(
                     $"attentionMask must be [{batch}, {past + tokens}] (cached plus new tokens), but has shape {Guard.Shape(attentionMask)}.", nameof(attentionMask));
             Guard.SameDevice(attentionMask, device, nameof(attentionMask));
@@ -159,7 +159,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         if (positionIds is not null)
         {
             Guard.Rank(positionIds, 2, nameof(positionIds), "[batch, tokens]");
-            if (positionIds.shape[0] != batch || positionIds.shape[1] != tokens)
+            if (positionIds.size(0) != batch || positionIds.size(1) != tokens)
                 throw new ArgumentException($"positionIds must be [{batch}, {tokens}], but has shape {Guard.Shape(positionIds)}.", nameof(positionIds));
             if (positionIds.dtype != ScalarType.Int64 && positionIds.dtype != ScalarType.Int32)
                 throw new ArgumentException($"positionIds must be int64 or int32, but has dtype {positionIds.dtype}.", nameof(positionIds));

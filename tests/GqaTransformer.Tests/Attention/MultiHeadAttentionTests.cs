@@ -155,6 +155,29 @@ public class MultiHeadAttentionTests
         FusedCpuDecode.Supports(q.to(ScalarType.Float64), k.to(ScalarType.Float64), v.to(ScalarType.Float64), null).Should().BeFalse("float64 takes the matmul path");
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float16, ScalarType.BFloat16, ScalarType.Float16)]   // fp16 model over a bf16 cache
+    [InlineData(ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float32)]   // fp32 model over a bf16 cache
+    [InlineData(ScalarType.BFloat16, ScalarType.Float32, ScalarType.BFloat16)]  // bf16 model over an fp32 cache
+    [InlineData(ScalarType.Float16, ScalarType.Float16, ScalarType.Float32)]
+    public void Fused_cpu_decode_kernel_reads_queries_and_writes_outputs_in_their_own_dtypes(ScalarType queryDtype, ScalarType cacheDtype, ScalarType outputDtype)
+    {
+        // The queries are read in the model's dtype (no rounding to the cache's) and the output is written in the one asked for.
+        using var scope = NewDisposeScope();
+        manual_seed(17);
+        var q = randn(2, 4, 4, 64).to(queryDtype);                                  // G = 4
+        var k = randn(2, 4, 90, 64).to(cacheDtype).narrow(2, 0, 83);
+        var v = randn(2, 4, 90, 64).to(cacheDtype).narrow(2, 0, 83);
+        FusedCpuDecode.Supports(q, k, v, null).Should().BeTrue();
+        var fused = FusedCpuDecode.Run(q, k, v, outputDtype);
+        fused.dtype.Should().Be(outputDtype);
+        var q64 = q.to(ScalarType.Float64);
+        var textbook = (q64.matmul(k.to(ScalarType.Float64).transpose(2, 3)) / 8.0).softmax(-1).matmul(v.to(ScalarType.Float64));
+        double tolerance = outputDtype == ScalarType.Float32 ? 1e-5 : outputDtype == ScalarType.BFloat16 ? 1e-2 : 2e-3;
+        Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(tolerance);
+        FluentActions.Invoking(() => FusedCpuDecode.Run(q, k, v, ScalarType.Float64)).Should().Throw<ArgumentException>().WithParameterName("outputDtype");
+    }
+
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
     {
         using var scope = NewDisposeScope();

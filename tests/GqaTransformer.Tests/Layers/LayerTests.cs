@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using FluentAssertions;
 using GqaTransformer;
 using TorchSharp;
@@ -49,6 +50,95 @@ public class LayerTests
         difference.le(allowed).all().item<bool>().Should().BeTrue();
         using (no_grad())
             SmallCpuOps.Supports(randn(100, 1024).to(dtype), norm.parameters().First()).Should().BeFalse("a prompt's activations take the chain");
+    }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    [InlineData(ScalarType.Float16)]
+    public void Rotary_inference_pass_equals_the_libtorch_chain_bit_for_bit(ScalarType dtype)
+    {
+        // A decode step's RoPE (small CPU tensors, autograd off) runs as one managed pass; the chain runs when autograd
+        // records. Each product and the sum are rounded to the dtype in both, so they agree exactly.
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        using var rope = new RotaryEmbedding(64, theta: 10000.0);
+        var positions = tensor(new long[] { 5, 700 }).view(2, 1);                                    // [B = 2, T = 1]
+        var (cos, sin) = rope.forward(positions, dtype);                                             // [2, 1, 64]
+        var q = (randn(2, 1, 8, 64) * 4).to(dtype).transpose(1, 2);                                  // [2, 8, 1, 64], a view as in attention
+        var k = (randn(2, 1, 2, 64) * 4).to(dtype).transpose(1, 2);                                  // [2, 2, 1, 64]
+        var (chainQ, chainK) = RotaryEmbedding.Apply(q.detach().requires_grad_(), k, cos, sin);             // autograd on: the chain
+        Tensor managedQ, managedK;
+        using (no_grad())
+        {
+            SmallCpuOps.SupportsRotary(q, k, cos, sin).Should().BeTrue();
+            (managedQ, managedK) = RotaryEmbedding.Apply(q, k, cos, sin);
+        }
+        managedQ.dtype.Should().Be(dtype);
+        managedQ.shape.Should().Equal(2, 8, 1, 64);
+        managedK.shape.Should().Equal(2, 2, 1, 64);
+        managedQ.eq(chainQ.detach()).all().item<bool>().Should().BeTrue();
+        managedK.eq(chainK.detach()).all().item<bool>().Should().BeTrue();
+        // The chain itself is HF's formula, checked in float64 against the rotation it stands for.
+        var q64 = q.detach().to(ScalarType.Float64);
+        var rotated = cat([-q64.narrow(-1, 32, 32), q64.narrow(-1, 0, 32)], -1);
+        var textbook = q64 * cos.to(ScalarType.Float64).unsqueeze(1) + rotated * sin.to(ScalarType.Float64).unsqueeze(1);
+        Tiny.MaxAbsDiff(managedQ, textbook).Should().BeLessThan(dtype == ScalarType.Float32 ? 1e-5 : dtype == ScalarType.BFloat16 ? 0.2 : 0.03);
+        using (no_grad())
+        {
+            SmallCpuOps.SupportsRotary(q, k, cos.narrow(0, 0, 1), sin.narrow(0, 0, 1)).Should().BeFalse("broadcast tables take the chain");
+            SmallCpuOps.SupportsRotary(randn(1, 8, 300, 64).to(dtype), randn(1, 2, 300, 64).to(dtype), randn(1, 300, 64).to(dtype), randn(1, 300, 64).to(dtype))
+                .Should().BeFalse("a prompt's queries take the chain");
+        }
+    }
+
+    [Theory]
+    [InlineData(ScalarType.BFloat16)]
+    [InlineData(ScalarType.Float16)]
+    public void Managed_half_precision_conversions_round_as_libtorch_casts(ScalarType dtype)
+    {
+        // Random float32 bit patterns (every exponent, NaN and infinities included) plus ties and the edges of the
+        // half-precision ranges, converted by libtorch's cast and by the managed vector code.
+        using var scope = NewDisposeScope();
+        var random = new Random(7);
+        var values = new List<float> { 0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 65504f, 65520f, 65519.99f, -65520f,
+            6.1e-5f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 1e-45f, 1f + 1f / 2048, 1f + 3f / 2048, 1f + 1f / 256, 1f + 3f / 256, 3.4e38f, -1.5e-39f };
+        for (int i = 0; i < 200_000; i++) values.Add(BitConverter.UInt32BitsToSingle((uint)random.NextInt64(0, 1L << 32)));
+        for (int i = 0; i < 20_000; i++) values.Add((float)(random.NextDouble() * 2e5 - 1e5));
+        var source = values.ToArray();
+        var expected = tensor(source).to(dtype);                                               // libtorch's rounding
+        var expectedBits = MemoryMarshal.Cast<byte, ushort>(expected.bytes).ToArray();
+        var expectedWide = expected.to(ScalarType.Float32).data<float>().ToArray();
+        var bits = new ushort[source.Length];
+        unsafe
+        {
+            fixed (ushort* target = bits) SmallCpuOps.FromSingle(source, dtype, (byte*)target);
+        }
+        int nanExponent = dtype == ScalarType.Float16 ? 0x7C00 : 0x7F80;
+        bool IsNaN(ushort x) => (x & nanExponent) == nanExponent && (x & ~nanExponent & 0x7FFF) != 0;
+        for (int i = 0; i < source.Length; i++)
+            if (bits[i] != expectedBits[i] && !(IsNaN(bits[i]) && IsNaN(expectedBits[i])))
+                Assert.Fail($"{source[i]:R} ({BitConverter.SingleToUInt32Bits(source[i]):X8}) became {bits[i]:X4}; libtorch gives {expectedBits[i]:X4}.");
+
+        // Back to float32 (from libtorch's bits), and rounding in place, against libtorch's values.
+        var widened = new float[source.Length];
+        unsafe
+        {
+            fixed (ushort* from = expectedBits) SmallCpuOps.ToSingle((byte*)from, dtype, widened);
+        }
+        var rounded = (float[])source.Clone();
+        SmallCpuOps.RoundInPlace(rounded, dtype);
+        for (int i = 0; i < source.Length; i++)
+        {
+            if (float.IsNaN(expectedWide[i]))
+            {
+                float.IsNaN(widened[i]).Should().BeTrue();
+                float.IsNaN(rounded[i]).Should().BeTrue();
+                continue;
+            }
+            widened[i].Should().Be(expectedWide[i]);
+            rounded[i].Should().Be(expectedWide[i]);
+        }
     }
 
     [Fact]
