@@ -13,6 +13,10 @@ internal static class Measure
     /// <paramref name="beforeEach"/>, if given, runs untimed before every timed call.
     /// </summary>
     public static double[] InterleavedMedians(IReadOnlyList<Action> variants, int rounds, int warmup = 2, Action? beforeEach = null)
+        => InterleavedSamples(variants, rounds, warmup, beforeEach).Select(Median).ToArray();
+
+    /// <summary>Every timing, in ms: one list per variant, sample r of each taken in round r (so they can be paired).</summary>
+    public static List<double>[] InterleavedSamples(IReadOnlyList<Action> variants, int rounds, int warmup = 2, Action? beforeEach = null)
     {
         foreach (var v in variants) for (int i = 0; i < warmup; i++) v();
         var samples = variants.Select(_ => new List<double>()).ToArray();
@@ -24,7 +28,7 @@ internal static class Measure
                 variants[i]();
                 samples[i].Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
             }
-        return samples.Select(Median).ToArray();
+        return samples;
     }
 
     public static double Median(IReadOnlyList<double> values)

@@ -43,7 +43,7 @@ internal static class ReportCommand
         }
         if (Run("training")) ModelSection.WriteTraining(md, quick ? 3 : 10, Progress);
         if (Run("steps")) ModelSection.WriteStepMemory(md, quick ? [128] : [512, 4096], quick ? 20 : 100, Progress);
-        if (Run("peer")) LlamaCpp.PeerSection.Write(md, quick ? [128] : [512, 4096], quick ? 5 : 12, Progress);
+        if (Run("peer")) LlamaCpp.PeerSection.Write(md, quick ? [128] : [512, 4096], quick ? 5 : 40, Progress);
 
         md.Line($"Whole report: {clock.Elapsed.TotalSeconds:0} s.");
         File.WriteAllText(Path.Combine(output, "benchmarks.md"), md.ToString());
