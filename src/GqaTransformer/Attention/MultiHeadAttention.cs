@@ -131,9 +131,9 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long b = x.size(0), t = x.size(1);
-        var q = _qProj.forward(x).view(b, t, NumHeads, HeadDim).transpose(1, 2);   // [B, H, T, D]
-        var k = _kProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
-        var v = _vProj.forward(x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        var q = DecodeLinear.Forward(_qProj, x).view(b, t, NumHeads, HeadDim).transpose(1, 2);   // [B, H, T, D]
+        var k = DecodeLinear.Forward(_kProj, x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        var v = DecodeLinear.Forward(_vProj, x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
         (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
         if (cache is not null)
             (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache, in its dtype
@@ -142,7 +142,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             ? FusedCpuDecode.Run(folded, k, v, x.dtype).view(b, NumHeads, 1, HeadDim)  // one pass over the cache, in any dtype pair
             : GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
         var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
-        return _oProj.forward(merged).MoveToOuterDisposeScope();
+        return DecodeLinear.Forward(_oProj, merged).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -32,7 +32,7 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var gated = nn.functional.silu(_gateProj.forward(x)).mul_(_upProj.forward(x)); // [..., intermediate]
-        return _downProj.forward(gated).MoveToOuterDisposeScope();
+        var gated = nn.functional.silu(DecodeLinear.Forward(_gateProj, x)).mul_(DecodeLinear.Forward(_upProj, x)); // [..., intermediate]
+        return DecodeLinear.Forward(_downProj, gated).MoveToOuterDisposeScope();
     }
 }

@@ -120,8 +120,8 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
         var logits = _lmHead is null
-            ? nn.functional.linear(hidden, _model.EmbedTokens.weight!)              // tied: [B, T, vocab]
-            : _lmHead.forward(hidden);                                              // [B, T, vocab]
+            ? DecodeLinear.Forward(hidden, _model.EmbedTokens.weight!)               // tied: [B, T, vocab]
+            : DecodeLinear.Forward(_lmHead, hidden);                                // [B, T, vocab]
         cache?.Advance((int)tokens);
         return logits.MoveToOuterDisposeScope();
     }
