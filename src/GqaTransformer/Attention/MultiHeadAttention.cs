@@ -234,8 +234,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         if (x.size(0) == 0 || x.size(1) == 0)
             throw new ArgumentException($"x must hold at least one token, but has shape {Guard.Shape(x)}.", nameof(x));
         Guard.FloatingPoint(x, nameof(x));
-        using var scope = NewDisposeScope(); // TorchSharp's weight getter may hand out a fresh native handle
-        var w = _qProj.weight!;
+        var w = _qProj.weight!; // no dispose scope around a parameter getter inside a forward (ADR 0007)
         Guard.SameDevice(x, w.device, nameof(x));
         Guard.SameDtype(x, w.dtype, nameof(x));
     }
