@@ -133,14 +133,14 @@ internal static unsafe class FusedCpuDecode
             fixed (float* qt = transposed, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 new Span<float>(qt, d * padded).Clear();
-                int querySize = queryDtype == ScalarType.Float32 ? 4 : 2;
+                int querySize = KvCache.ElementSize(queryDtype);
                 for (int j = 0; j < g; j++)
                 {
                     SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
                     for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
                 }
                 int rowsOfG = (g + 3) / 4 * 4;
-                int size = dtype == ScalarType.Float32 ? 4 : 2;
+                int size = KvCache.ElementSize(dtype);
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
                     int n = Math.Min(KeyBlock, length - t0);
@@ -186,7 +186,7 @@ internal static unsafe class FusedCpuDecode
             {
                 SmallCpuOps.ToSingle(q, queryDtype, new Span<float>(qs, d));
                 TensorPrimitives.Multiply(new ReadOnlySpan<float>(qs, d), scale, new Span<float>(qs, d));
-                long rowBytes = (long)d * (dtype == ScalarType.Float32 ? 4 : 2);
+                long rowBytes = (long)d * KvCache.ElementSize(dtype);
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
                     int n = Math.Min(KeyBlock, length - t0);
@@ -387,56 +387,18 @@ internal static unsafe class FusedCpuDecode
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
     private static float* Rows(byte* block, int start, int n, int d, ScalarType dtype, float* scratch)
     {
-        long count = (long)n * d;
+        ushort* bits = (ushort*)block + (long)start * d;
         switch (dtype)
         {
             case ScalarType.Float32:
                 return (float*)block + (long)start * d;
             case ScalarType.Float16:
-                Widen<HalfBits>(block, start, count, d, scratch);
+                SmallCpuOps.Widen<SmallCpuOps.HalfBits>(bits, n * d, scratch);  // inlined: this runs twice per block
                 return scratch;
             default:
-                Widen<BFloat16Bits>(block, start, count, d, scratch);
+                SmallCpuOps.Widen<SmallCpuOps.BFloat16Bits>(bits, n * d, scratch);
                 return scratch;
         }
-    }
-
-    /// <summary>
-    /// Widens <paramref name="count"/> 16-bit values (a multiple of 8, since D is) into float32, 16 at a time and a last
-    /// 8 where the count ends on a half vector, so nothing past the block is read.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Widen<TBits>(byte* block, int start, long count, int d, float* scratch) where TBits : struct, IWidening
-    {
-        ushort* source = (ushort*)block + (long)start * d;
-        long i = 0;
-        for (; i + 16 <= count; i += 16)
-        {
-            var bits = Vector256.Load(source + i);
-            TBits.ToSingle(Vector256.WidenLower(bits)).Store(scratch + i);
-            TBits.ToSingle(Vector256.WidenUpper(bits)).Store(scratch + i + 8);
-        }
-        if (i < count)
-        {
-            var bits = Vector128.Load(source + i);
-            TBits.ToSingle(Vector256.Create(Vector128.WidenLower(bits), Vector128.WidenUpper(bits))).Store(scratch + i);
-        }
-    }
-
-    /// <summary>How 16-bit values held in the low half of each 32-bit lane become float32 (a struct, so each use is inlined).</summary>
-    private interface IWidening
-    {
-        static abstract Vector256<float> ToSingle(Vector256<uint> bits);
-    }
-
-    private readonly struct HalfBits : IWidening
-    {
-        public static Vector256<float> ToSingle(Vector256<uint> bits) => SmallCpuOps.HalfToSingle(bits);
-    }
-
-    private readonly struct BFloat16Bits : IWidening
-    {
-        public static Vector256<float> ToSingle(Vector256<uint> bits) => Vector256.ShiftLeft(bits, 16).AsSingle(); // the upper half of a float32
     }
 
     /// <summary>
@@ -468,7 +430,7 @@ internal static unsafe class FusedCpuDecode
     private static void Merge(float[] partialMax, float[] partialSum, float[] partialAcc, byte* output, ScalarType dtype, int heads, int ranges, int g, int padded, int d)
     {
         Span<float> row = stackalloc float[d];
-        int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
+        int elementSize = KvCache.ElementSize(dtype);
         for (int h = 0; h < heads; h++)
             for (int j = 0; j < g; j++)
             {

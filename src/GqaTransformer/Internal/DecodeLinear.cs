@@ -64,7 +64,7 @@ internal static unsafe class DecodeLinear
         {
             SmallCpuOps.ToSingle(TensorMemory.Address(x), dtype, input.AsSpan(0, k));
             int tasks = (n + RowsPerTask - 1) / RowsPerTask;
-            int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
+            int elementSize = KvCache.ElementSize(dtype);
             fixed (float* xs = input, ys = sums)
             {
                 float* xp = xs, yp = ys;

@@ -56,7 +56,7 @@ internal static unsafe class SmallCpuOps
         long rows = x.numel() / size;
         var dtype = x.dtype;
         byte* input = TensorMemory.Address(x), scale = TensorMemory.Address(weight), result = TensorMemory.Address(output);
-        int elementSize = ElementSize(dtype);
+        int elementSize = KvCache.ElementSize(dtype);
         var buffer = ArrayPool<float>.Shared.Rent(2 * size);
         try
         {
@@ -106,7 +106,7 @@ internal static unsafe class SmallCpuOps
         var output = empty_like(x);
         var dtype = x.dtype;
         long heads = x.size(1), tokens = x.size(2);
-        int d = (int)x.size(3), half = d / 2, elementSize = ElementSize(dtype);
+        int d = (int)x.size(3), half = d / 2, elementSize = KvCache.ElementSize(dtype);
         long rowBytes = (long)d * elementSize;
         var values = buffer[..d];
         var rotated = buffer.Slice(d, d);
@@ -134,33 +134,64 @@ internal static unsafe class SmallCpuOps
         return output;
     }
 
-    private static int ElementSize(ScalarType dtype) => dtype == ScalarType.Float32 ? 4 : 2;
-
     /// <summary>Reads <paramref name="destination"/>.Length values of <paramref name="dtype"/> at <paramref name="source"/> as float32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
     public static void ToSingle(byte* source, ScalarType dtype, Span<float> destination)
     {
-        int n = destination.Length;
-        switch (dtype)
+        fixed (float* target = destination)
         {
-            case ScalarType.Float32:
-                new ReadOnlySpan<float>(source, n).CopyTo(destination);
-                break;
-            default:
-                fixed (float* target = destination)
-                {
-                    ushort* bits = (ushort*)source;
-                    bool half = dtype == ScalarType.Float16;
-                    int i = 0;
-                    for (; i + 8 <= n; i += 8)
-                    {
-                        var lanes = Vector256.WidenLower(Vector128.Load(bits + i).ToVector256Unsafe());
-                        (half ? HalfToSingle(lanes) : Vector256.ShiftLeft(lanes, 16).AsSingle()).Store(target + i);
-                    }
-                    for (; i < n; i++) target[i] = half ? (float)((Half*)bits)[i] : BitConverter.UInt32BitsToSingle((uint)bits[i] << 16);
-                }
-                break;
+            switch (dtype)
+            {
+                case ScalarType.Float32:
+                    new ReadOnlySpan<float>(source, destination.Length).CopyTo(destination);
+                    break;
+                case ScalarType.Float16:
+                    Widen<HalfBits>((ushort*)source, destination.Length, target);
+                    break;
+                default:
+                    Widen<BFloat16Bits>((ushort*)source, destination.Length, target);
+                    break;
+            }
         }
+    }
+
+    /// <summary>
+    /// Widens <paramref name="count"/> 16-bit values into float32: 16 at a time, then 8, then one by one, so nothing past
+    /// the last value is read (the fused decode kernel widens blocks of K/V rows, a multiple of 8 values, through this).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Widen<TBits>(ushort* source, int count, float* target) where TBits : struct, IWidening
+    {
+        int i = 0;
+        for (; i + 16 <= count; i += 16)
+        {
+            var bits = Vector256.Load(source + i);
+            TBits.ToSingle(Vector256.WidenLower(bits)).Store(target + i);
+            TBits.ToSingle(Vector256.WidenUpper(bits)).Store(target + i + 8);
+        }
+        if (i + 8 <= count)
+        {
+            var bits = Vector128.Load(source + i);
+            TBits.ToSingle(Vector256.Create(Vector128.WidenLower(bits), Vector128.WidenUpper(bits))).Store(target + i);
+            i += 8;
+        }
+        for (; i < count; i++) target[i] = TBits.ToSingle(Vector256.CreateScalar((uint)source[i])).ToScalar();
+    }
+
+    /// <summary>How 16-bit values held in the low half of each 32-bit lane become float32 (a struct, so each use is inlined).</summary>
+    public interface IWidening
+    {
+        static abstract Vector256<float> ToSingle(Vector256<uint> bits);
+    }
+
+    public readonly struct HalfBits : IWidening
+    {
+        public static Vector256<float> ToSingle(Vector256<uint> bits) => HalfToSingle(bits);
+    }
+
+    public readonly struct BFloat16Bits : IWidening
+    {
+        public static Vector256<float> ToSingle(Vector256<uint> bits) => Vector256.ShiftLeft(bits, 16).AsSingle(); // the upper half of a float32
     }
 
     /// <summary>Writes float32 <paramref name="values"/> as <paramref name="dtype"/> at <paramref name="destination"/>, rounding to nearest even.</summary>
