@@ -42,18 +42,17 @@ internal static unsafe class DecodeLinear
 
     /// <summary>x [..., K] with one row in all, W [N, K]: same dtype (float32 or bfloat16), contiguous, K a multiple of 16, no autograd.</summary>
     public static bool Supports(Tensor x, Tensor weight)
-        => Vector512.IsHardwareAccelerated && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
-           && x.dtype == weight.dtype && x.dtype is ScalarType.Float32 or ScalarType.BFloat16
-           && weight.dim() == 2 && x.numel() == weight.size(1) && weight.size(1) % 16 == 0
-           && x.is_contiguous() && weight.is_contiguous()
-           && !(is_grad_enabled() && (x.requires_grad || weight.requires_grad));
+        => Vector512.IsHardwareAccelerated && x.dtype is ScalarType.Float32 or ScalarType.BFloat16
+           && SmallCpuOps.IsInferenceInput(x, weight.dtype) && SmallCpuOps.IsInferenceInput(weight, x.dtype)
+           && weight.dim() == 2 && x.numel() == weight.size(1) && weight.size(1) % 16 == 0;
 
     /// <summary>W·x for one row: [..., K] → [..., N] in x's dtype.</summary>
     public static Tensor Product(Tensor x, Tensor weight)
     {
         int n = (int)weight.size(0), k = (int)weight.size(1);
         var dtype = x.dtype;
-        var shape = x.shape;
+        var shape = new long[x.dim()];                                  // x's shape with N last (Tensor.shape allocates natively)
+        for (int i = 0; i < shape.Length - 1; i++) shape[i] = x.size(i);
         shape[^1] = n;
         var output = empty(shape, dtype);
         byte* w = TensorMemory.Address(weight), result = TensorMemory.Address(output);

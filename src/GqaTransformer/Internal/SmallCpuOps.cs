@@ -37,9 +37,12 @@ internal static unsafe class SmallCpuOps
     private static bool FitsTables(Tensor x, Tensor table)
         => x.size(0) == table.size(0) && x.size(2) == table.size(1) && x.size(3) == table.size(2);
 
-    private static bool Qualifies(Tensor x, ScalarType dtype)
+    private static bool Qualifies(Tensor x, ScalarType dtype) => IsInferenceInput(x, dtype) && x.numel() <= MaxElements;
+
+    /// <summary>Whether <paramref name="x"/> is a contiguous CPU tensor of <paramref name="dtype"/> (float32, bfloat16 or float16) that autograd is not recording.</summary>
+    public static bool IsInferenceInput(Tensor x, ScalarType dtype)
         => x.device_type == DeviceType.CPU && x.dtype == dtype && IsSupported(dtype)
-           && x.numel() <= MaxElements && x.is_contiguous() && !(x.requires_grad && is_grad_enabled());
+           && x.is_contiguous() && !(x.requires_grad && is_grad_enabled());
 
     /// <summary>Whether the managed passes read and write <paramref name="dtype"/>: float32, bfloat16, float16.</summary>
     public static bool IsSupported(ScalarType dtype) => dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
