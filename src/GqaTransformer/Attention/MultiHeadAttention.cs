@@ -137,9 +137,8 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
         if (cache is not null)
             (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache, in its dtype
-        var folded = q.reshape(b, NumKvHeads, GroupSize * t, HeadDim);               // [B, Hkv, G, D] when T = 1
-        var attended = t == 1 && FusedCpuDecode.Supports(folded, k, v, mask)
-            ? FusedCpuDecode.Run(folded, k, v, x.dtype).view(b, NumHeads, 1, HeadDim)  // one pass over the cache, in any dtype pair
+        var attended = t == 1
+            ? Decode(q.reshape(b, NumKvHeads, GroupSize, HeadDim), k, v, mask, x.dtype).reshape(b, NumHeads, 1, HeadDim) // queries in x's dtype
             : GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
         var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
         return DecodeLinear.Forward(_oProj, merged).MoveToOuterDisposeScope();
@@ -173,10 +172,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
             // single-pass kernel does it (float32 arithmetic, any of the three float dtypes); elsewhere, and with a
             // padding mask, the G query heads are the G columns of one K·qᵀ product. Plain matmuls, not SDPA: on CUDA,
             // SDPA re-plans for every new key length (about 3 ms per layer per step on an H200).
-            var folded = query.reshape(b, kvHeads, group, d);                                  // [B, Hkv, G, D]
-            output = (FusedCpuDecode.Supports(folded, key, value, mask)
-                    ? FusedCpuDecode.Run(folded, key, value)                                       // one pass over K and V
-                    : DecodeByMatmul(folded, key, value, mask))
+            output = Decode(query.reshape(b, kvHeads, group, d), key, value, mask, key.dtype)  // [B, Hkv, G, D]
                 .reshape(b, heads, 1, d);                                                      // [B, H, 1, D]
         }
         else if (group == 1)
@@ -212,6 +208,16 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         if (!SameDevice(query, key) || !SameDevice(key, value))
             throw new ArgumentException($"query, key and value must be on one device, but are on {query.device}, {key.device} and {value.device}.", nameof(key));
     }
+
+    /// <summary>
+    /// One decode step for folded queries [B, Hkv, G, D] over [B, Hkv, S, D], returned in <paramref name="outputDtype"/>:
+    /// on the CPU without a mask the fused kernel, one pass over K and V that reads the queries in their own dtype;
+    /// otherwise <see cref="DecodeByMatmul"/> with the queries in the cache's dtype.
+    /// </summary>
+    internal static Tensor Decode(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype)
+        => FusedCpuDecode.Supports(folded, key, value, mask)
+            ? FusedCpuDecode.Run(folded, key, value, outputDtype)
+            : DecodeByMatmul(folded.to(key.dtype), key, value, mask).to(outputDtype);
 
     /// <summary>softmax(q·kᵀ/√d)·v for folded queries [B, Hkv, G, D] over [B, Hkv, S, D]; softmax in float32.</summary>
     internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
