@@ -21,13 +21,18 @@ namespace GqaTransformer;
 /// one vector holds the same coordinate of 8 queries; each key element is broadcast once and multiplied into it, 8 keys
 /// at a time — no horizontal sums. Values: 4 queries × 32 coordinates of the output stay in 16 registers while the
 /// block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one query per head.
-/// Reading 8 rows at a time is a pattern the hardware prefetcher does not follow, so while a block is scored the
-/// kernel asks for the K and V rows <see cref="PrefetchDistance"/> blocks ahead (into L2); that alone made it 2x faster.
+/// Reading 8 rows at a time is a pattern the hardware prefetcher does not follow, so the kernel asks for rows ahead
+/// (into L2); that alone made it 2x faster. The grouped kernel fetches the K rows <see cref="GroupPrefetchDistance"/>
+/// blocks ahead while it scores and the V rows while it accumulates, so requests go out evenly over the block rather
+/// than in one burst (ADR 0007).
 /// </remarks>
 internal static unsafe class FusedCpuDecode
 {
-    /// <summary>How many blocks ahead the grouped kernel fetches K and V.</summary>
+    /// <summary>How many blocks ahead the single-query (MHA) kernel fetches K and V.</summary>
     private const int PrefetchDistance = 4;
+
+    /// <summary>How many blocks ahead the grouped kernel fetches K (while scoring) and V (while accumulating).</summary>
+    private const int GroupPrefetchDistance = 2;
 
     /// <summary>Keys per block: a block of K or V rows (32 × D floats) stays in L1 between its two uses.</summary>
     public const int KeyBlock = 32;
@@ -145,22 +150,22 @@ internal static unsafe class FusedCpuDecode
                 {
                     int n = Math.Min(KeyBlock, length - t0);
                     float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
-                    // While scoring this block, fetch the K and V rows of the block after next: a quarter per call.
-                    long ahead = Math.Min(KeyBlock, Math.Max(0, length - t0 - PrefetchDistance * KeyBlock)) * d * size;
-                    byte* nextK = k + (long)(t0 + PrefetchDistance * KeyBlock) * d * size;
-                    byte* nextV = v + (long)(t0 + PrefetchDistance * KeyBlock) * d * size;
+                    // Rows of the block GroupPrefetchDistance ahead, if it is whole: K fetched while scoring, V while accumulating.
+                    long ahead = n == KeyBlock && t0 + (GroupPrefetchDistance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
+                    byte* nextK = k + (long)(t0 + GroupPrefetchDistance * KeyBlock) * d * size;
+                    byte* nextV = v + (long)(t0 + GroupPrefetchDistance * KeyBlock) * d * size;
+                    long perCall = ahead / (KeyBlock / 8);                       // each of the block's Score8 calls fetches a share
                     for (int r = 0; r < n; r += 8)
                     {
-                        byte* prefetch = r < 16 ? nextK + r / 8 * (ahead / 2) : nextV + (r - 16) / 8 * (ahead / 2);
                         for (int j = 0; j < padded; j += 8)
-                            if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? prefetch : null, ahead / 2);
+                            if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? nextK + r / 8 * perCall : null, perCall);
                             else for (int rr = r; rr < n; rr++) Score1(keys + rr * d, qt + j, padded, d, sc + rr * padded + j);
                     }
                     for (int j = 0; j < padded; j += 8)
                         SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
                     float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
                     for (int j = 0; j < rowsOfG; j += 4)
-                        AccumulateValues4(sc + j, padded, values, n, d, acc + j * d);
+                        AccumulateValues4(sc + j, padded, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead);
                 }
             }
         }
@@ -280,9 +285,12 @@ internal static unsafe class FusedCpuDecode
         total.Store(sum);
     }
 
-    /// <summary>acc[4, D] += p[:, 4]ᵀ · values[n, D] for 4 queries; 4 × 32 outputs stay in registers while the rows stream past.</summary>
+    /// <summary>
+    /// acc[4, D] += p[:, 4]ᵀ · values[n, D] for 4 queries; 4 × 32 outputs stay in registers while the rows stream past.
+    /// Meanwhile the first <paramref name="prefetchBytes"/> at <paramref name="prefetch"/> are fetched, two lines per row step.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AccumulateValues4(float* p, int padded, float* values, int n, int d, float* acc)
+    private static void AccumulateValues4(float* p, int padded, float* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes)
     {
         int i = 0;
         for (; i + 32 <= d; i += 32)
@@ -294,6 +302,11 @@ internal static unsafe class FusedCpuDecode
             var c30 = Vector256.Load(a3); var c31 = Vector256.Load(a3 + 8); var c32 = Vector256.Load(a3 + 16); var c33 = Vector256.Load(a3 + 24);
             for (int r = 0; r < n; r++)
             {
+                if (prefetch is not null && ((long)(i / 32) * n + r) * 128 is var line && line < prefetchBytes)
+                {
+                    Prefetch(prefetch + line);
+                    Prefetch(prefetch + line + 64);
+                }
                 float* row = values + r * d + i;
                 var v0 = Vector256.Load(row); var v1 = Vector256.Load(row + 8); var v2 = Vector256.Load(row + 16); var v3 = Vector256.Load(row + 24);
                 float* w = p + r * padded;
