@@ -10,10 +10,17 @@ internal static class AttentionSection
 {
     private const int Heads = 32, HeadDim = 128;
 
-    public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs)
+    /// <summary>
+    /// Medians of one configuration. <paramref name="ReadGBs"/> is the read bandwidth measured in the same rounds, and
+    /// <paramref name="FloorRatio"/> the median over rounds of the library's time / that round's floor (KV bytes / bandwidth).
+    /// </summary>
+    public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs, double ReadGBs, double FloorRatio)
     {
         public double KvBytes => 2.0 * Batch * KvHeads * Context * HeadDim * 4;
     }
+
+    /// <summary>Elements of the float32 tensor whose sum measures read bandwidth: 1 GiB.</summary>
+    private const long ReadElements = 256L << 20;
 
     public static List<Result> Run(int[] contexts, int[] batches, int rounds, Action<string> progress)
     {
@@ -22,6 +29,10 @@ internal static class AttentionSection
         // caches between one attention and the next: an untimed read of 256 MiB comes first. Without it the last
         // variant's writes (K/V copied) or a cache left warm by the previous call would favour one variant over another.
         using var sweep = ones(64L << 20);
+        // Read bandwidth is measured in the same rounds as the attention (a sum over 1 GiB, one more interleaved variant):
+        // on this VM it swings between about 30 and 50 GB/s minutes apart, so a reading taken at another time would
+        // move the floor by more than the kernels differ.
+        using var readData = ones(ReadElements);
         Action evict = () => { using var s = NewDisposeScope(); sweep.sum(); };
         foreach (int batch in batches)
             foreach (int context in contexts)
@@ -37,40 +48,46 @@ internal static class AttentionSection
                     var k = randn(batch, kv, context + 64, HeadDim).narrow(2, 0, context);
                     var v = randn(batch, kv, context + 64, HeadDim).narrow(2, 0, context);
                     int group = Heads / kv;
-                    var medians = Measure.InterleavedMedians(
+                    var samples = Measure.InterleavedSamples(
                     [
                         () => { using var s = NewDisposeScope(); MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true); },
                         () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q.reshape(batch, kv, group, HeadDim), k, v); },
                         () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)); },
+                        () => { using var s = NewDisposeScope(); readData.sum(); },
                     ], rounds, beforeEach: evict);
-                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2]));
+                    var medians = samples.Select(Measure.Median).ToArray();
+                    double kvBytes = 2.0 * batch * kv * context * HeadDim * 4, readBytes = ReadElements * 4.0;
+                    // Round r's floor: KV bytes at round r's bandwidth, i.e. the read's time scaled to the KV bytes.
+                    double floorRatio = Measure.Median(samples[0].Zip(samples[3], (library, read) => library / (read * kvBytes / readBytes)).ToList());
+                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], readBytes / (medians[3] / 1000) / 1e9, floorRatio));
                 }
             }
         return results;
     }
 
-    public static void Write(Markdown md, List<Result> results, double bandwidth, string outputDirectory)
+    public static void Write(Markdown md, List<Result> results, string outputDirectory)
     {
         md.Line("## 2. Decode attention on the CPU").Line();
         md.Line("One decode step of attention (query length 1), 32 query heads of 128, fp32, keys/values as views of a preallocated cache.");
         md.Line("*library* is `MultiHeadAttention.GroupedScaledDotProduct` (K/V read in place); *SDPA folded* is TorchSharp's SDPA with each group's");
         md.Line("query heads folded into the query length (also in place); *K/V copied* repeats K/V per query head first, as HF's eager path and");
-        md.Line($"Microsoft.ML.GenAI do. GB/s = KV bytes / median time. Floor = KV bytes / measured read bandwidth ({Measure.F(bandwidth, "0.0")} GB/s).");
+        md.Line("Microsoft.ML.GenAI do. GB/s = KV bytes / median time. *read GB/s* is this machine's read bandwidth, a sum over 1 GiB run as one more");
+        md.Line("variant in the same interleaved rounds; *× floor* is the median over rounds of the library's time / that round's floor");
+        md.Line("(KV bytes / that round's read bandwidth), so the machine's drift moves both alike.");
         md.Line("Each timed call follows an untimed read of 256 MiB, so K/V comes from memory, not from a cache the previous call left warm,");
         md.Line("as in a decode step, where the layer's weights pass through the caches between one attention and the next.").Line();
         foreach (var batch in results.Select(r => r.Batch).Distinct())
         {
             md.Line($"Batch {batch}, median ms:").Line();
-            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "× floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
+            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "read GB/s", "× floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
                 results.Where(r => r.Batch == batch).Select(r =>
                 {
                     var mha = results.First(x => x.Batch == batch && x.Context == r.Context && x.KvHeads == 32);
-                    double floorMs = r.KvBytes / (bandwidth * 1e9) * 1000;
                     return new[]
                     {
                         $"{r.Context}", $"{r.KvHeads}", Measure.Bytes(r.KvBytes), Measure.F(r.LibraryMs, "0.000"), Measure.F(r.KvBytes / (r.LibraryMs / 1000) / 1e9, "0.0"),
-                        Measure.F(r.LibraryMs / floorMs, "0.0"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"), Measure.F(r.CopyMs, "0.000"),
-                        Measure.F(r.CopyMs / r.LibraryMs, "0.0") + "x",
+                        Measure.F(r.ReadGBs, "0.0"), Measure.F(r.FloorRatio, "0.00"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"),
+                        Measure.F(r.CopyMs, "0.000"), Measure.F(r.CopyMs / r.LibraryMs, "0.0") + "x",
                     };
                 }));
         }
