@@ -7,8 +7,9 @@ namespace GqaTransformer;
 /// call, libgomp's workers spin for milliseconds waiting for the next one; a .NET worker thread started in that window
 /// shares its core with a spinning thread, and our fused decode kernel ran about 1.5x slower right after a libtorch
 /// matmul than after a pause (measured, 2-core VM). Handing the loop to the spinning team (<c>GOMP_parallel</c> of the
-/// libgomp instance libtorch loaded) uses the threads that are already awake. Where that libgomp is not found (another
-/// OpenMP runtime, another OS) the loop runs on <see cref="Parallel.For(int, int, ParallelOptions, Action{int})"/>.
+/// libgomp instance libtorch loaded, <see cref="ChooseLibgomp"/>) uses the threads that are already awake. Where that
+/// libgomp is not found (another OpenMP runtime, another OS) the loop runs on
+/// <see cref="Parallel.For(int, int, ParallelOptions, Action{int})"/>.
 /// </summary>
 internal static unsafe class OpenMpTeam
 {
@@ -67,24 +68,45 @@ internal static unsafe class OpenMpTeam
         }
     }
 
-    /// <summary>GOMP_parallel of the libgomp already mapped into this process (the one libtorch uses), or null.</summary>
+    /// <summary>The libgomp whose <c>GOMP_parallel</c> runs the loops, or null where none was found.</summary>
+    public static string? LibraryPath { get; private set; }
+
+    /// <summary>GOMP_parallel of the libgomp that libtorch loaded, or null.</summary>
     private static delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> Resolve()
     {
         try
         {
             if (!OperatingSystem.IsLinux()) return null;
             TorchSharp.torch.get_num_threads(); // make sure libtorch, and with it its libgomp, is loaded
-            string? path = File.ReadLines("/proc/self/maps")
+            var mapped = File.ReadLines("/proc/self/maps")
                 .Select(line => line.IndexOf('/') is var start and >= 0 ? line[start..] : "")
-                .FirstOrDefault(file => Path.GetFileName(file).StartsWith("libgomp", StringComparison.Ordinal));
+                .Where(file => file.Length > 0);
+            string? path = ChooseLibgomp(mapped);
             if (path is null || !NativeLibrary.TryLoad(path, out var library)) return null;
-            return NativeLibrary.TryGetExport(library, "GOMP_parallel", out var function)
-                ? (delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void>)function
-                : null;
+            if (!NativeLibrary.TryGetExport(library, "GOMP_parallel", out var function)) return null;
+            LibraryPath = path;
+            return (delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void>)function;
         }
         catch (IOException)
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// Among the files mapped into the process, the libgomp that libtorch uses: the one in the folder of
+    /// <c>libtorch_cpu.so</c> (libtorch ships its own, <c>libgomp-&lt;hash&gt;.so.1</c>), else the only libgomp mapped.
+    /// A process can hold several OpenMP runtimes (llama.cpp's ggml links the system <c>libgomp.so.1</c>); running our
+    /// loops on another runtime's team would put a third and fourth thread on cores that libtorch's spinning team
+    /// already holds. Null when libtorch_cpu is not mapped, or when several libgomps are and none sits beside it.
+    /// </summary>
+    internal static string? ChooseLibgomp(IEnumerable<string> mappedFiles)
+    {
+        var files = mappedFiles.Distinct(StringComparer.Ordinal).ToList();
+        string? torch = files.FirstOrDefault(file => Path.GetFileName(file).StartsWith("libtorch_cpu.so", StringComparison.Ordinal));
+        if (torch is null) return null;
+        var runtimes = files.Where(file => Path.GetFileName(file).StartsWith("libgomp", StringComparison.Ordinal)).ToList();
+        string? folder = Path.GetDirectoryName(torch);
+        return runtimes.FirstOrDefault(file => Path.GetDirectoryName(file) == folder) ?? (runtimes.Count == 1 ? runtimes[0] : null);
     }
 }
