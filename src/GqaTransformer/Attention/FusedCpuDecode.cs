@@ -24,7 +24,7 @@ namespace GqaTransformer;
 /// Reading 8 rows at a time is a pattern the hardware prefetcher does not follow, so the kernel asks for rows ahead
 /// (into L2); that alone made it 2x faster. The grouped kernel fetches the K rows <see cref="GroupPrefetchDistance"/>
 /// blocks ahead while it scores and the V rows while it accumulates, so requests go out evenly over the block rather
-/// than in one burst (ADR 0007).
+/// than in one burst (ADR 0008).
 /// </remarks>
 internal static unsafe class FusedCpuDecode
 {
