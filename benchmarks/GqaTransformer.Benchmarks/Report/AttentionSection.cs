@@ -16,11 +16,11 @@ internal static class AttentionSection
     /// </summary>
     public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs, double ReadGBs, double FloorRatio)
     {
-        public double KvBytes => 2.0 * Batch * KvHeads * Context * HeadDim * 4;
+        public double KvBytes => KvBytesOf(Batch, KvHeads, Context);
     }
 
-    /// <summary>Elements of the float32 tensor whose sum measures read bandwidth: 1 GiB.</summary>
-    private const long ReadElements = 256L << 20;
+    /// <summary>Bytes of K and V (fp32) that one decode step of attention reads.</summary>
+    private static double KvBytesOf(int batch, int kvHeads, int context) => 2.0 * batch * kvHeads * context * HeadDim * 4;
 
     public static List<Result> Run(int[] contexts, int[] batches, int rounds, Action<string> progress)
     {
@@ -32,7 +32,7 @@ internal static class AttentionSection
         // Read bandwidth is measured in the same rounds as the attention (a sum over 1 GiB, one more interleaved variant):
         // on this VM it swings between about 30 and 50 GB/s minutes apart, so a reading taken at another time would
         // move the floor by more than the kernels differ.
-        using var readData = ones(ReadElements);
+        using var readData = ones(Measure.ReadElements);
         Action evict = () => { using var s = NewDisposeScope(); sweep.sum(); };
         foreach (int batch in batches)
             foreach (int context in contexts)
@@ -56,7 +56,7 @@ internal static class AttentionSection
                         () => { using var s = NewDisposeScope(); readData.sum(); },
                     ], rounds, beforeEach: evict);
                     var medians = samples.Select(Measure.Median).ToArray();
-                    double kvBytes = 2.0 * batch * kv * context * HeadDim * 4, readBytes = ReadElements * 4.0;
+                    double kvBytes = KvBytesOf(batch, kv, context), readBytes = Measure.ReadElements * 4.0;
                     // Round r's floor: KV bytes at round r's bandwidth, i.e. the read's time scaled to the KV bytes.
                     double floorRatio = Measure.Median(samples[0].Zip(samples[3], (library, read) => library / (read * kvBytes / readBytes)).ToList());
                     results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], readBytes / (medians[3] / 1000) / 1e9, floorRatio));

@@ -38,13 +38,16 @@ internal static class Measure
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
+    /// <summary>Float32 elements of the tensor whose sum measures read bandwidth: 1 GiB.</summary>
+    public const long ReadElements = 256L << 20;
+
     /// <summary>Read bandwidth in GB/s: a sum over a 1 GiB float tensor, median of 9.</summary>
     public static double ReadBandwidth()
     {
         using var scope = NewDisposeScope();
-        var data = ones(256L << 20);
+        var data = ones(ReadElements);
         double ms = InterleavedMedians([() => { using var s = NewDisposeScope(); data.sum(); }], 9)[0];
-        return (256L << 20) * 4 / (ms / 1000) / 1e9;
+        return ReadElements * 4 / (ms / 1000) / 1e9;
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
