@@ -90,7 +90,6 @@ internal static unsafe class SmallCpuOps
     public static (Tensor Query, Tensor Key) Rotary(Tensor query, Tensor key, Tensor cos, Tensor sin)
     {
         int d = (int)query.size(-1);
-        var dtype = query.dtype;
         var buffer = ArrayPool<float>.Shared.Rent(5 * d);
         try
         {
