@@ -70,8 +70,8 @@ internal static unsafe class DecodeLinear
                 OpenMpTeam.For(tasks, Math.Max(1, get_num_threads()), task =>
                 {
                     int first = task * RowsPerTask, end = Math.Min(n, first + RowsPerTask);
-                    if (dtype == ScalarType.Float32) RowsFloat32((float*)w, xp, yp, first, end, k);
-                    else RowsBFloat16((ushort*)w, xp, yp, first, end, k);
+                    if (dtype == ScalarType.Float32) Rows<Float32Row>(w, xp, yp, first, end, k);
+                    else Rows<BFloat16Row>(w, xp, yp, first, end, k);
                     SmallCpuOps.FromSingle(new ReadOnlySpan<float>(yp + first, end - first), dtype, result + (long)first * elementSize);
                 });
             }
@@ -84,67 +84,65 @@ internal static unsafe class DecodeLinear
         return output;
     }
 
+    /// <summary>
+    /// y[r] = W[r]·x for rows [first, end): 4 rows at a time in 512-bit accumulators, each row fetched
+    /// <see cref="PrefetchBytes"/> ahead, one prefetch per 64-byte line.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
-    private static void RowsBFloat16(ushort* w, float* x, float* y, int first, int end, int k)
+    private static void Rows<TWeight>(void* weights, float* x, float* y, int first, int end, int k) where TWeight : struct, IWeightRow
     {
-        const int ahead = PrefetchBytes / sizeof(ushort);
+        int ahead = PrefetchBytes / TWeight.ElementSize, perLine = 64 / TWeight.ElementSize;
+        byte* w = (byte*)weights;
+        long rowBytes = (long)k * TWeight.ElementSize;
         int r = first;
         for (; r + 4 <= end; r += 4)
         {
             var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            ushort* p0 = w + (long)r * k, p1 = p0 + k, p2 = p1 + k, p3 = p2 + k;
+            byte* p0 = w + r * rowBytes, p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes;
             for (int i = 0; i < k; i += 16)
             {
-                if ((i & 31) == 0) { Prefetch(p0 + i + ahead); Prefetch(p1 + i + ahead); Prefetch(p2 + i + ahead); Prefetch(p3 + i + ahead); }
+                if (i % perLine == 0)
+                {
+                    int next = (i + ahead) * TWeight.ElementSize;
+                    Prefetch(p0 + next); Prefetch(p1 + next); Prefetch(p2 + next); Prefetch(p3 + next);
+                }
                 var xv = Vector512.Load(x + i);
-                a0 = Vector512.FusedMultiplyAdd(Widen(p0 + i), xv, a0);
-                a1 = Vector512.FusedMultiplyAdd(Widen(p1 + i), xv, a1);
-                a2 = Vector512.FusedMultiplyAdd(Widen(p2 + i), xv, a2);
-                a3 = Vector512.FusedMultiplyAdd(Widen(p3 + i), xv, a3);
+                int at = i * TWeight.ElementSize;
+                a0 = Vector512.FusedMultiplyAdd(TWeight.Load(p0 + at), xv, a0);
+                a1 = Vector512.FusedMultiplyAdd(TWeight.Load(p1 + at), xv, a1);
+                a2 = Vector512.FusedMultiplyAdd(TWeight.Load(p2 + at), xv, a2);
+                a3 = Vector512.FusedMultiplyAdd(TWeight.Load(p3 + at), xv, a3);
             }
             y[r] = Vector512.Sum(a0); y[r + 1] = Vector512.Sum(a1); y[r + 2] = Vector512.Sum(a2); y[r + 3] = Vector512.Sum(a3);
         }
         for (; r < end; r++)
         {
             var a0 = Vector512<float>.Zero;
-            ushort* p0 = w + (long)r * k;
-            for (int i = 0; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(Widen(p0 + i), Vector512.Load(x + i), a0);
+            byte* p0 = w + r * rowBytes;
+            for (int i = 0; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(TWeight.Load(p0 + i * TWeight.ElementSize), Vector512.Load(x + i), a0);
             y[r] = Vector512.Sum(a0);
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
-    private static void RowsFloat32(float* w, float* x, float* y, int first, int end, int k)
+    /// <summary>How 16 weights of one dtype are read as float32 (a struct, so each use is inlined).</summary>
+    private interface IWeightRow
     {
-        const int ahead = PrefetchBytes / sizeof(float);
-        int r = first;
-        for (; r + 4 <= end; r += 4)
-        {
-            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            float* p0 = w + (long)r * k, p1 = p0 + k, p2 = p1 + k, p3 = p2 + k;
-            for (int i = 0; i < k; i += 16)
-            {
-                Prefetch(p0 + i + ahead); Prefetch(p1 + i + ahead); Prefetch(p2 + i + ahead); Prefetch(p3 + i + ahead);
-                var xv = Vector512.Load(x + i);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + i), xv, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + i), xv, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(p2 + i), xv, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(p3 + i), xv, a3);
-            }
-            y[r] = Vector512.Sum(a0); y[r + 1] = Vector512.Sum(a1); y[r + 2] = Vector512.Sum(a2); y[r + 3] = Vector512.Sum(a3);
-        }
-        for (; r < end; r++)
-        {
-            var a0 = Vector512<float>.Zero;
-            float* p0 = w + (long)r * k;
-            for (int i = 0; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + i), Vector512.Load(x + i), a0);
-            y[r] = Vector512.Sum(a0);
-        }
+        static abstract int ElementSize { get; }
+        static abstract Vector512<float> Load(byte* p);
     }
 
-    /// <summary>16 bfloat16 values as float32: each is the upper half of a float32.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Widen(ushort* p) => Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
+    private readonly struct Float32Row : IWeightRow
+    {
+        public static int ElementSize => sizeof(float);
+        public static Vector512<float> Load(byte* p) => Vector512.Load((float*)p);
+    }
+
+    /// <summary>bfloat16: each value is the upper half of a float32.</summary>
+    private readonly struct BFloat16Row : IWeightRow
+    {
+        public static int ElementSize => sizeof(ushort);
+        public static Vector512<float> Load(byte* p) => Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p).ToVector512Unsafe()), 16).AsSingle();
+    }
 
     /// <summary>A prefetch past the end of a row or of W is harmless: prefetches never fault.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
