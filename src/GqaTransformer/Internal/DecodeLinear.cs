@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -9,25 +8,27 @@ using static TorchSharp.torch;
 namespace GqaTransformer;
 
 /// <summary>
-/// A linear layer for one token on the CPU: <c>y = W·x</c> as a managed matrix-vector product for float32 and bfloat16
-/// weights, where libtorch's single-row matmul streams the weights at about half the memory bandwidth (13-16 GB/s
-/// against 20-26 GB/s here, ADR 0007; its float16 path is already fast and keeps it). Four weight rows at a time are
-/// dotted with x in 512-bit float32 accumulators, the rows fetched a few KB ahead; bfloat16 widens by a shift. x is
-/// widened to float32 once, and each output rounded once to the dtype, as libtorch's float32 accumulation does.
+/// A linear layer for one token on the CPU: <c>y = W·x</c> as a managed matrix-vector product for float32, bfloat16 and
+/// float16 weights. A decode step is mostly this: every weight read once, from memory. Each row of W is read as one
+/// sequential stream (rows contiguous in a task, no software prefetch), which the hardware prefetcher follows at nearly
+/// the machine's read bandwidth; reading four rows side by side with prefetches, as before, ran 1.25x slower (ADR 0009).
+/// 16-bit weights are read 32 at a time as 32-bit words holding an even and an odd element, which two or three integer
+/// operations turn into float32 against x split into its even and odd elements beforehand (<see cref="IPairs"/>).
+/// x is widened to float32 once and each output rounded once to the dtype, as libtorch's float32 accumulation does.
 /// Inference only: one row of x, no bias, autograd not recording.
 /// </summary>
 internal static unsafe class DecodeLinear
 {
-    /// <summary>Rows of W per task of the parallel loop (a multiple of 4).</summary>
+    /// <summary>Rows of W per task of the parallel loop.</summary>
     private const int RowsPerTask = 64;
 
-    /// <summary>How far ahead in each row the weights are fetched, in bytes.</summary>
-    private const int PrefetchBytes = 2048;
+    /// <summary>2^112: float16's exponent bias (15) re-based to float32's (127), see <see cref="HalfPairs"/>.</summary>
+    private static readonly float HalfRebias = BitConverter.Int32BitsToSingle((127 + 112) << 23);
 
     /// <summary><paramref name="linear"/>(<paramref name="x"/>), by the managed product where it applies.</summary>
     public static Tensor Forward(Linear linear, Tensor x)
     {
-        if (x.device_type != DeviceType.CPU || x.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || !Vector512.IsHardwareAccelerated)
+        if (x.device_type != DeviceType.CPU || !SmallCpuOps.IsSupported(x.dtype) || !Vector512.IsHardwareAccelerated)
             return linear.forward(x);
         // No dispose scope of its own here: with one around these getters, 1-2 in 15 test runs saw a tensor of the
         // enclosing forward disposed under it ("empty handle"); without it, none in 45. Whatever the getters create
@@ -40,13 +41,15 @@ internal static unsafe class DecodeLinear
     public static Tensor Forward(Tensor x, Tensor weight)
         => Supports(x, weight) ? Product(x, weight) : nn.functional.linear(x, weight);
 
-    /// <summary>x [..., K] with one row in all, W [N, K]: same dtype (float32 or bfloat16), contiguous, K a multiple of 16, no autograd.</summary>
+    /// <summary>x [..., K] with one row in all, W [N, K]: same dtype (float32, bfloat16 or float16), contiguous, K a multiple of 16, no autograd.</summary>
     public static bool Supports(Tensor x, Tensor weight)
-        => Vector512.IsHardwareAccelerated && x.dtype is ScalarType.Float32 or ScalarType.BFloat16
-           && SmallCpuOps.IsInferenceInput(x, weight.dtype) && SmallCpuOps.IsInferenceInput(weight, x.dtype)
+        => Vector512.IsHardwareAccelerated && SmallCpuOps.IsInferenceInput(x, weight.dtype) && SmallCpuOps.IsInferenceInput(weight, x.dtype)
            && weight.dim() == 2 && x.numel() == weight.size(1) && weight.size(1) % 16 == 0;
 
-    /// <summary>W·x for one row: [..., K] → [..., N] in x's dtype.</summary>
+    /// <summary>
+    /// W·x for one row: [..., K] → [..., N] in x's dtype. A float16 W holding an infinity or a NaN is handed to
+    /// libtorch's linear instead (the pair decoding in <see cref="HalfPairs"/> is exact for finite values only).
+    /// </summary>
     public static Tensor Product(Tensor x, Tensor weight)
     {
         int n = (int)weight.size(0), k = (int)weight.size(1);
@@ -57,11 +60,15 @@ internal static unsafe class DecodeLinear
         var output = empty(shape, dtype);
         byte* w = TensorMemory.Address(weight), result = TensorMemory.Address(output);
         var pool = ArrayPool<float>.Shared;
-        var input = pool.Rent(k);
+        var input = pool.Rent(2 * k);                                   // x in float32, then (16-bit W) its even and odd elements
         var sums = pool.Rent(n);
+        int nonFinite = 0;
         try
         {
-            SmallCpuOps.ToSingle(TensorMemory.Address(x), dtype, input.AsSpan(0, k));
+            var widened = input.AsSpan(0, k);
+            SmallCpuOps.ToSingle(TensorMemory.Address(x), dtype, widened);
+            if (dtype != ScalarType.Float32)
+                SplitEvenOdd(widened, input.AsSpan(k, k / 2), input.AsSpan(k + k / 2, k / 2), dtype == ScalarType.Float16 ? HalfRebias : 1f);
             int tasks = (n + RowsPerTask - 1) / RowsPerTask;
             int elementSize = KvCache.ElementSize(dtype);
             fixed (float* xs = input, ys = sums)
@@ -70,8 +77,13 @@ internal static unsafe class DecodeLinear
                 OpenMpTeam.For(tasks, Math.Max(1, get_num_threads()), task =>
                 {
                     int first = task * RowsPerTask, end = Math.Min(n, first + RowsPerTask);
-                    if (dtype == ScalarType.Float32) Rows<Float32Row>(w, xp, yp, first, end, k);
-                    else Rows<BFloat16Row>(w, xp, yp, first, end, k);
+                    bool finite = dtype switch
+                    {
+                        ScalarType.Float32 => Rows(w, xp, yp, first, end, k),
+                        ScalarType.BFloat16 => Rows<BFloat16Pairs>(w, xp + k, yp, first, end, k),
+                        _ => Rows<HalfPairs>(w, xp + k, yp, first, end, k),
+                    };
+                    if (!finite) Volatile.Write(ref nonFinite, 1);
                     SmallCpuOps.FromSingle(new ReadOnlySpan<float>(yp + first, end - first), dtype, result + (long)first * elementSize);
                 });
             }
@@ -81,73 +93,127 @@ internal static unsafe class DecodeLinear
             pool.Return(input);
             pool.Return(sums);
         }
-        return output;
+        if (nonFinite == 0) return output;
+        output.Dispose();
+        return nn.functional.linear(x, weight);
+    }
+
+    /// <summary>even[j] = x[2j]·scale, odd[j] = x[2j+1]·scale: the order in which <see cref="IPairs"/> reads W's elements.</summary>
+    private static void SplitEvenOdd(ReadOnlySpan<float> x, Span<float> even, Span<float> odd, float scale)
+    {
+        for (int j = 0; j < even.Length; j++)
+        {
+            even[j] = x[2 * j] * scale;
+            odd[j] = x[2 * j + 1] * scale;
+        }
+    }
+
+    /// <summary>y[r] = W[r]·x for float32 rows [first, end), each row one sequential stream into four accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
+    private static bool Rows(byte* weights, float* x, float* y, int first, int end, int k)
+    {
+        for (int r = first; r < end; r++)
+        {
+            float* p = (float*)weights + (long)r * k;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            int i = 0;
+            for (; i + 64 <= k; i += 64)
+            {
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), Vector512.Load(x + i), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i + 16), Vector512.Load(x + i + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i + 32), Vector512.Load(x + i + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i + 48), Vector512.Load(x + i + 48), a3);
+            }
+            for (; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), Vector512.Load(x + i), a0);
+            y[r] = Vector512.Sum((a0 + a1) + (a2 + a3));
+        }
+        return true;
     }
 
     /// <summary>
-    /// y[r] = W[r]·x for rows [first, end): 4 rows at a time in 512-bit accumulators, each row fetched
-    /// <see cref="PrefetchBytes"/> ahead, one prefetch per 64-byte line.
+    /// y[r] = W[r]·x for 16-bit rows [first, end): 64 weights (two 512-bit loads of 32-bit words) per iteration into four
+    /// accumulators, then a 32- and a 16-weight tail. <paramref name="evenOdd"/> holds x's even elements, then its odd
+    /// ones, each K/2 long. False if any weight was not finite (see <see cref="IPairs.Split(Vector512{uint}, ref Vector512{uint})"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
-    private static void Rows<TWeight>(void* weights, float* x, float* y, int first, int end, int k) where TWeight : struct, IWeightRow
+    private static bool Rows<TPairs>(byte* weights, float* evenOdd, float* y, int first, int end, int k) where TPairs : struct, IPairs
     {
-        int ahead = PrefetchBytes / TWeight.ElementSize, perLine = 64 / TWeight.ElementSize;
-        byte* w = (byte*)weights;
-        long rowBytes = (long)k * TWeight.ElementSize;
-        int r = first;
-        for (; r + 4 <= end; r += 4)
+        int words = k / 2;                                  // a multiple of 8: K is a multiple of 16
+        float* even = evenOdd, odd = evenOdd + words;
+        var special = Vector512<uint>.Zero;
+        for (int r = first; r < end; r++)
         {
+            uint* p = (uint*)weights + (long)r * words;
             var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            byte* p0 = w + r * rowBytes, p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes;
-            for (int i = 0; i < k; i += 16)
+            int j = 0;
+            for (; j + 32 <= words; j += 32)
             {
-                if (i % perLine == 0)
-                {
-                    int next = (i + ahead) * TWeight.ElementSize;
-                    Prefetch(p0 + next); Prefetch(p1 + next); Prefetch(p2 + next); Prefetch(p3 + next);
-                }
-                var xv = Vector512.Load(x + i);
-                int at = i * TWeight.ElementSize;
-                a0 = Vector512.FusedMultiplyAdd(TWeight.Load(p0 + at), xv, a0);
-                a1 = Vector512.FusedMultiplyAdd(TWeight.Load(p1 + at), xv, a1);
-                a2 = Vector512.FusedMultiplyAdd(TWeight.Load(p2 + at), xv, a2);
-                a3 = Vector512.FusedMultiplyAdd(TWeight.Load(p3 + at), xv, a3);
+                var (e0, o0) = TPairs.Split(Vector512.Load(p + j), ref special);
+                var (e1, o1) = TPairs.Split(Vector512.Load(p + j + 16), ref special);
+                a0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(even + j), a0);
+                a1 = Vector512.FusedMultiplyAdd(o0, Vector512.Load(odd + j), a1);
+                a2 = Vector512.FusedMultiplyAdd(e1, Vector512.Load(even + j + 16), a2);
+                a3 = Vector512.FusedMultiplyAdd(o1, Vector512.Load(odd + j + 16), a3);
             }
-            y[r] = Vector512.Sum(a0); y[r + 1] = Vector512.Sum(a1); y[r + 2] = Vector512.Sum(a2); y[r + 3] = Vector512.Sum(a3);
+            if (j + 16 <= words)
+            {
+                var (e0, o0) = TPairs.Split(Vector512.Load(p + j), ref special);
+                a0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(even + j), a0);
+                a1 = Vector512.FusedMultiplyAdd(o0, Vector512.Load(odd + j), a1);
+                j += 16;
+            }
+            if (j < words)                                  // 8 words: the lower half of a 512-bit load, upper lanes zero
+            {
+                var (e0, o0) = TPairs.Split(Vector256.Load(p + j).ToVector512(), ref special);
+                a2 = Vector512.FusedMultiplyAdd(e0, Vector256.Load(even + j).ToVector512(), a2);
+                a3 = Vector512.FusedMultiplyAdd(o0, Vector256.Load(odd + j).ToVector512(), a3);
+            }
+            y[r] = Vector512.Sum((a0 + a1) + (a2 + a3));
         }
-        for (; r < end; r++)
+        return TPairs.AllFinite(special);
+    }
+
+    /// <summary>
+    /// How sixteen 32-bit words of a 16-bit weight row, each holding elements 2j (low half) and 2j+1 (high half), become
+    /// float32 (a struct, so each use is inlined).
+    /// </summary>
+    private interface IPairs
+    {
+        /// <summary>The even and the odd elements as float32 (for float16, scaled as <see cref="HalfPairs"/> says); notes non-finite weights in <paramref name="special"/>.</summary>
+        static abstract (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special);
+
+        /// <summary>Whether no weight noted in <paramref name="special"/> was an infinity or a NaN.</summary>
+        static abstract bool AllFinite(Vector512<uint> special);
+    }
+
+    /// <summary>bfloat16: each value is the upper half of a float32, exact for every value.</summary>
+    private readonly struct BFloat16Pairs : IPairs
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] // without it the JIT calls it, spilling the accumulators around each call
+        public static (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special)
+            => (Vector512.ShiftLeft(words, 16).AsSingle(), (words & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+        public static bool AllFinite(Vector512<uint> special) => true;
+    }
+
+    /// <summary>
+    /// float16 without a conversion instruction (.NET exposes none): sign, exponent and mantissa moved into float32's
+    /// positions unchanged give the value times 2^-112, for normal and subnormal values alike, so x is scaled by 2^112
+    /// instead and the products are exact (an fp16 x is at most 65504, so x·2^112 stays finite). Infinities and NaNs
+    /// (exponent 31) would come out finite: each one sets a bit of <c>special</c>, and the caller falls back.
+    /// </summary>
+    private readonly struct HalfPairs : IPairs
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] // without it the JIT calls it, spilling the accumulators around each call
+        public static (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special)
         {
-            var a0 = Vector512<float>.Zero;
-            byte* p0 = w + r * rowBytes;
-            for (int i = 0; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(TWeight.Load(p0 + i * TWeight.ElementSize), Vector512.Load(x + i), a0);
-            y[r] = Vector512.Sum(a0);
+            var fields = Vector512.Create(0x8FFFE000u);     // sign, then exponent and mantissa 3 bits lower, as float32 places them
+            special |= (words & Vector512.Create(0x7C007C00u)) + Vector512.Create(0x04000400u); // exponent 31 carries into bit 15 or 31
+            var even = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(words, 16).AsInt32(), 3).AsUInt32() & fields;
+            var odd = Vector512.ShiftRightArithmetic(words.AsInt32(), 3).AsUInt32() & fields;
+            return (even.AsSingle(), odd.AsSingle());
         }
-    }
 
-    /// <summary>How 16 weights of one dtype are read as float32 (a struct, so each use is inlined).</summary>
-    private interface IWeightRow
-    {
-        static abstract int ElementSize { get; }
-        static abstract Vector512<float> Load(byte* p);
-    }
-
-    private readonly struct Float32Row : IWeightRow
-    {
-        public static int ElementSize => sizeof(float);
-        public static Vector512<float> Load(byte* p) => Vector512.Load((float*)p);
-    }
-
-    /// <summary>bfloat16: each value is the upper half of a float32.</summary>
-    private readonly struct BFloat16Row : IWeightRow
-    {
-        public static int ElementSize => sizeof(ushort);
-        public static Vector512<float> Load(byte* p) => Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p).ToVector512Unsafe()), 16).AsSingle();
-    }
-
-    /// <summary>A prefetch past the end of a row or of W is harmless: prefetches never fault.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(void* address)
-    {
-        if (Sse.IsSupported) Sse.Prefetch0(address);
+        public static bool AllFinite(Vector512<uint> special) => (special & Vector512.Create(0x80008000u)) == Vector512<uint>.Zero;
     }
 }
