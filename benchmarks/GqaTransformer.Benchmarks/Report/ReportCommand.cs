@@ -13,7 +13,7 @@ internal static class ReportCommand
     {
         string output = Option(args, "--out") ?? "docs";
         bool quick = args.Contains("--quick");
-        var only = Option(args, "--only")?.Split(',').ToHashSet(); // memory, attention, model, training, steps, peer, linears
+        var only = Option(args, "--only")?.Split(',').ToHashSet(); // memory, attention, model, training, steps, peer, linears, kernels
         bool Run(string section) => only is null || only.Contains(section);
         Directory.CreateDirectory(output);
         var clock = Stopwatch.StartNew();
@@ -45,6 +45,7 @@ internal static class ReportCommand
         if (Run("steps")) ModelSection.WriteStepMemory(md, quick ? [128] : [512, 4096], quick ? 20 : 100, Progress);
         if (Run("peer")) LlamaCpp.PeerSection.Write(md, quick ? [128] : [512, 4096], quick ? 5 : 40, Progress);
         if (Run("linears")) LinearSection.Write(md, quick ? 5 : 15, Progress);
+        if (Run("kernels")) ScoreFormSection.Write(md, quick ? 5 : 21, Progress);
 
         md.Line($"Whole report: {clock.Elapsed.TotalSeconds:0} s.");
         File.WriteAllText(Path.Combine(output, "benchmarks.md"), md.ToString());

@@ -2,6 +2,7 @@ using System.Buffers;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,14 +18,16 @@ namespace GqaTransformer;
 /// at half the bytes.
 /// </summary>
 /// <remarks>
-/// Register tiling (ADR 0006). Scores: the G queries are stored transposed, [D, G'] with G' = G rounded up to 8, so
-/// one vector holds the same coordinate of 8 queries; each key element is broadcast once and multiplied into it, 8 keys
-/// at a time — no horizontal sums. Values: 4 queries × 32 coordinates of the output stay in 16 registers while the
-/// block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one query per head.
-/// Reading 8 rows at a time is a pattern the hardware prefetcher does not follow, so the kernel asks for rows ahead
-/// (into L2); that alone made it 2x faster. The grouped kernel fetches the K rows <see cref="GroupPrefetchDistance"/>
-/// blocks ahead while it scores and the V rows while it accumulates, so requests go out evenly over the block rather
-/// than in one burst (ADR 0008).
+/// Register tiling (ADR 0006). Scores, 256-bit form: the G queries are stored transposed, [D, G'] with G' = G rounded up
+/// to 8, so one vector holds the same coordinate of 8 queries; each key element is broadcast once and multiplied into
+/// it, 8 keys at a time — no horizontal sums. For G ≤ 4 that leaves half the lanes or more empty, so where the CPU has
+/// AVX-512 the 512-bit lane-group form takes over (ADR 0009): a vector holds 4 consecutive coordinates of each of 4
+/// queries (or 8 of 2), one 128-bit (256-bit) broadcast of the key lines up with all of them, and each key row is read
+/// once, in order. Values: 4 queries × 32 coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in
+/// registers while the block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one
+/// query per head. Rows are fetched ahead into L2: reading 8 rows at a time is a pattern the hardware prefetcher does
+/// not follow (prefetching alone made it 2x faster); the kernel asks for the K rows of a block ahead while it scores and
+/// for the V rows while it accumulates, so requests go out evenly rather than in one burst (ADR 0008).
 /// </remarks>
 internal static unsafe class FusedCpuDecode
 {
@@ -33,6 +36,12 @@ internal static unsafe class FusedCpuDecode
 
     /// <summary>How many blocks ahead the grouped kernel fetches K (while scoring) and V (while accumulating).</summary>
     private const int GroupPrefetchDistance = 2;
+
+    /// <summary>The same for the 512-bit score form, which reads K one row at a time.</summary>
+    private const int WidePrefetchDistance = 1;
+
+    /// <summary>Whether the grouped kernel can use the 512-bit score form (AVX-512 F and DQ); otherwise it uses the 256-bit transposed form.</summary>
+    internal static bool WideScores => Avx512F.IsSupported && Avx512DQ.IsSupported && Vector512.IsHardwareAccelerated;
 
     /// <summary>Keys per block: a block of K or V rows (32 × D floats) stays in L1 between its two uses.</summary>
     public const int KeyBlock = 32;
@@ -52,10 +61,15 @@ internal static unsafe class FusedCpuDecode
     /// folded [B, Hkv, G, D], key/value [B, Hkv, S, D] → [B, Hkv, G, D] in <paramref name="outputDtype"/> (default the
     /// cache's). The queries are read in their own dtype, so a float16 model over a bfloat16 cache needs no conversion.
     /// </summary>
-    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype = null)
+    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype = null) => Run(folded, key, value, outputDtype, WideScores);
+
+    /// <summary>As <see cref="Run(Tensor, Tensor, Tensor, ScalarType?)"/>, with the grouped score form chosen (tests run both).</summary>
+    internal static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype, bool wideScores)
     {
+        if (wideScores && !WideScores) throw new PlatformNotSupportedException("The 512-bit score form needs AVX-512 F and DQ.");
         long b = key.size(0), kvHeads = key.size(1), s = key.size(2);
         int d = (int)key.size(3), g = (int)folded.size(2);
+        int groupLanes = wideScores && g is >= 2 and <= 4 ? (g == 2 ? 2 : 4) : 0;    // 0: the 256-bit transposed form
         int padded = g == 1 ? 1 : (g + 7) / 8 * 8;
         int heads = (int)(b * kvHeads);
         var dtype = key.dtype;
@@ -99,7 +113,7 @@ internal static unsafe class FusedCpuDecode
                 byte* v = vBase + (bi * valueBatchStride + hi * valueHeadStride + start * d) * elementSize;
                 byte* q = qBase + (long)h * g * d * queryElementSize;
                 if (g == 1) AttendSingle(q, queryDtype, k, v, (int)(end - start), d, dtype, scale, state);
-                else AttendGroup(q, queryDtype, k, v, (int)(end - start), d, g, padded, dtype, scale, state);
+                else AttendGroup(q, queryDtype, k, v, (int)(end - start), d, g, padded, groupLanes, dtype, scale, state);
             });
             Merge(partialMax, partialSum, partialAcc, oBase, resultDtype, heads, rangesPerHead, g, padded, d);
         }
@@ -125,55 +139,156 @@ internal static unsafe class FusedCpuDecode
         }
     }
 
-    /// <summary>G ≥ 2 queries over one head's key range.</summary>
+    /// <summary>G ≥ 2 queries over one head's key range; <paramref name="groupLanes"/> &gt; 0 selects the 512-bit score form.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AttendGroup(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, int g, int padded, ScalarType dtype, float scale, State state)
+    private static void AttendGroup(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, int g, int padded, int groupLanes,
+        ScalarType dtype, float scale, State state)
     {
         var pool = ArrayPool<float>.Shared;
-        var transposed = pool.Rent(d * padded);                                  // [D, G']: query j, coordinate i at [i, j]
+        int queryFloats = groupLanes > 0 ? groupLanes * d : d * padded;
+        var queries = pool.Rent(queryFloats);                                    // lane groups, or [D, G'] transposed
         var scores = pool.Rent(KeyBlock * padded);                               // [block, G']
         var widened = pool.Rent(KeyBlock * d);                                   // widened K/V rows; first the queries
         try
         {
-            fixed (float* qt = transposed, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
+            fixed (float* qt = queries, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
-                new Span<float>(qt, d * padded).Clear();
+                new Span<float>(qt, queryFloats).Clear();
                 int querySize = KvCache.ElementSize(queryDtype);
                 for (int j = 0; j < g; j++)
                 {
                     SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
-                    for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
+                    if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, scale, qt);
+                    else for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
                 }
                 int rowsOfG = (g + 3) / 4 * 4;
                 int size = KvCache.ElementSize(dtype);
+                int distance = groupLanes > 0 ? WidePrefetchDistance : GroupPrefetchDistance;
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
                     int n = Math.Min(KeyBlock, length - t0);
                     float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
-                    // Rows of the block GroupPrefetchDistance ahead, if it is whole: K fetched while scoring, V while accumulating.
-                    long ahead = n == KeyBlock && t0 + (GroupPrefetchDistance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
-                    byte* nextK = k + (long)(t0 + GroupPrefetchDistance * KeyBlock) * d * size;
-                    byte* nextV = v + (long)(t0 + GroupPrefetchDistance * KeyBlock) * d * size;
-                    long perCall = ahead / (KeyBlock / 8);                       // each of the block's Score8 calls fetches a share
-                    for (int r = 0; r < n; r += 8)
+                    // Rows of the block `distance` ahead, if it is whole: K fetched while scoring, V while accumulating.
+                    long ahead = n == KeyBlock && t0 + (distance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
+                    byte* nextK = k + (long)(t0 + distance * KeyBlock) * d * size;
+                    byte* nextV = v + (long)(t0 + distance * KeyBlock) * d * size;
+                    if (groupLanes > 0) ScoreWide(keys, n, d, qt, groupLanes, sc, padded, ahead > 0 ? nextK : null, d * size);
+                    else
                     {
-                        for (int j = 0; j < padded; j += 8)
-                            if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? nextK + r / 8 * perCall : null, perCall);
-                            else for (int rr = r; rr < n; rr++) Score1(keys + rr * d, qt + j, padded, d, sc + rr * padded + j);
+                        long perCall = ahead / (KeyBlock / 8);                   // each of the block's Score8 calls fetches a share
+                        for (int r = 0; r < n; r += 8)
+                        {
+                            for (int j = 0; j < padded; j += 8)
+                                if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? nextK + r / 8 * perCall : null, perCall);
+                                else for (int rr = r; rr < n; rr++) Score1(keys + rr * d, qt + j, padded, d, sc + rr * padded + j);
+                        }
                     }
                     for (int j = 0; j < padded; j += 8)
                         SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
                     float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
                     for (int j = 0; j < rowsOfG; j += 4)
-                        AccumulateValues4(sc + j, padded, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead);
+                        AccumulateValues4(sc + j, padded, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
                 }
             }
         }
         finally
         {
-            pool.Return(transposed);
+            pool.Return(queries);
             pool.Return(scores);
             pool.Return(widened);
+        }
+    }
+
+    /// <summary>
+    /// Writes query <paramref name="j"/> (scaled) into the lane-group layout: with L queries per vector and m = 16/L,
+    /// vector c holds coordinates c·m … c·m + m − 1 of each of the L queries, query by query.
+    /// </summary>
+    private static void PlaceInLaneGroup(float* query, int j, int d, int groupLanes, float scale, float* lanes)
+    {
+        int m = 16 / groupLanes, steps = d / m;
+        float* first = lanes + j * m;
+        for (int c = 0; c < steps; c++)
+            for (int i = 0; i < m; i++) first[c * 16 + i] = query[c * m + i] * scale;
+    }
+
+    /// <summary>Scores of a block's key rows against the group's queries in the lane-group layout (see <see cref="ILaneGroup"/>).</summary>
+    private static void ScoreWide(float* keys, int n, int d, float* lanes, int groupLanes, float* scores, int padded, byte* prefetch, int rowBytes)
+    {
+        if (groupLanes == 2) ScoreRows<TwoQueries>(keys, n, d, lanes, scores, padded, prefetch, rowBytes);
+        else ScoreRows<FourQueries>(keys, n, d, lanes, scores, padded, prefetch, rowBytes);
+    }
+
+    /// <summary>
+    /// One key row at a time, so K is read as one stream: each of the D/m steps broadcasts m coordinates of the key to
+    /// every query's lanes (one load) and multiplies them into the queries' vector, 16 useful products per instruction;
+    /// the m partial sums of each query are added at the end of the row. Meanwhile the row of the block ahead at
+    /// <paramref name="prefetch"/> is fetched into L2.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
+    private static void ScoreRows<TLanes>(float* keys, int n, int d, float* lanes, float* scores, int padded, byte* prefetch, int rowBytes)
+        where TLanes : struct, ILaneGroup
+    {
+        int steps = d / TLanes.Coordinates;
+        for (int r = 0; r < n; r++)
+        {
+            if (prefetch is not null)
+                for (int line = 0; line < rowBytes; line += 64) Prefetch(prefetch + (long)r * rowBytes + line);
+            float* key = keys + (long)r * d;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            int c = 0;
+            for (; c + 4 <= steps; c += 4)
+            {
+                float* at = key + c * TLanes.Coordinates;
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), TLanes.Broadcast(at), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 16), TLanes.Broadcast(at + TLanes.Coordinates), a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 32), TLanes.Broadcast(at + 2 * TLanes.Coordinates), a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 48), TLanes.Broadcast(at + 3 * TLanes.Coordinates), a3);
+            }
+            for (; c < steps; c++) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), TLanes.Broadcast(key + c * TLanes.Coordinates), a0);
+            TLanes.Gather((a0 + a1) + (a2 + a3)).GetLower().Store(scores + (long)r * padded); // lane j: query j; padded is 8
+        }
+    }
+
+    /// <summary>
+    /// How a 512-bit score vector is shared among L = 2 or 4 queries (a struct per L, so each use is inlined): m = 16/L
+    /// consecutive key coordinates broadcast to every query, and the partial sums gathered back to one lane per query.
+    /// </summary>
+    private interface ILaneGroup
+    {
+        /// <summary>Key coordinates per step (m = 16/L).</summary>
+        static abstract int Coordinates { get; }
+
+        /// <summary>m coordinates at <paramref name="key"/>, repeated L times.</summary>
+        static abstract Vector512<float> Broadcast(float* key);
+
+        /// <summary>Lane j = the sum of lanes j·m … j·m + m − 1 (for j &lt; L; later lanes repeat these).</summary>
+        static abstract Vector512<float> Gather(Vector512<float> sums);
+    }
+
+    private readonly struct FourQueries : ILaneGroup
+    {
+        public static int Coordinates => 4;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float* key) => Avx512F.BroadcastVector128ToVector512(key);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Gather(Vector512<float> sums)
+        {
+            sums += Avx512F.Permute4x32(sums, 0xB1);                                // pairs
+            sums += Avx512F.Permute4x32(sums, 0x4E);                                // fours
+            return Avx512F.PermuteVar16x32(sums, Vector512.Create(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12));
+        }
+    }
+
+    private readonly struct TwoQueries : ILaneGroup
+    {
+        public static int Coordinates => 8;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float* key) => Avx512DQ.BroadcastVector256ToVector512(key);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Gather(Vector512<float> sums)
+        {
+            sums += Avx512F.Permute4x32(sums, 0xB1);
+            sums += Avx512F.Permute4x32(sums, 0x4E);
+            sums += Avx512F.Shuffle4x128(sums, sums, 0xB1);                         // eights: 128-bit lanes swapped in pairs
+            return Avx512F.PermuteVar16x32(sums, Vector512.Create(0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8));
         }
     }
 
@@ -286,13 +401,51 @@ internal static unsafe class FusedCpuDecode
     }
 
     /// <summary>
-    /// acc[4, D] += p[:, 4]ᵀ · values[n, D] for 4 queries; 4 × 32 outputs stay in registers while the rows stream past.
-    /// Meanwhile the first <paramref name="prefetchBytes"/> at <paramref name="prefetch"/> are fetched, two lines per row step.
+    /// acc[4, D] += p[:, 4]ᵀ · values[n, D] for 4 queries; 4 × 64 outputs (<paramref name="wide"/>, 512-bit) or 4 × 32
+    /// stay in registers while the rows stream past. Meanwhile the first <paramref name="prefetchBytes"/> at
+    /// <paramref name="prefetch"/> are fetched in order, as many lines per row step as the step reads.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AccumulateValues4(float* p, int padded, float* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes)
+    private static void AccumulateValues4(float* p, int padded, float* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes, bool wide)
     {
         int i = 0;
+        long fetched = prefetch is null ? prefetchBytes : 0;                    // bytes of the block ahead asked for so far
+        if (wide && Avx512F.IsSupported)
+            for (; i + 64 <= d; i += 64)
+            {
+                float* a0 = acc + i, a1 = a0 + d, a2 = a1 + d, a3 = a2 + d;
+                var c00 = Vector512.Load(a0); var c01 = Vector512.Load(a0 + 16); var c02 = Vector512.Load(a0 + 32); var c03 = Vector512.Load(a0 + 48);
+                var c10 = Vector512.Load(a1); var c11 = Vector512.Load(a1 + 16); var c12 = Vector512.Load(a1 + 32); var c13 = Vector512.Load(a1 + 48);
+                var c20 = Vector512.Load(a2); var c21 = Vector512.Load(a2 + 16); var c22 = Vector512.Load(a2 + 32); var c23 = Vector512.Load(a2 + 48);
+                var c30 = Vector512.Load(a3); var c31 = Vector512.Load(a3 + 16); var c32 = Vector512.Load(a3 + 32); var c33 = Vector512.Load(a3 + 48);
+                for (int r = 0; r < n; r++)
+                {
+                    if (fetched < prefetchBytes)
+                    {
+                        Prefetch(prefetch + fetched); Prefetch(prefetch + fetched + 64); Prefetch(prefetch + fetched + 128); Prefetch(prefetch + fetched + 192);
+                        fetched += 256;
+                    }
+                    float* row = values + r * d + i;
+                    var v0 = Vector512.Load(row); var v1 = Vector512.Load(row + 16); var v2 = Vector512.Load(row + 32); var v3 = Vector512.Load(row + 48);
+                    float* w = p + r * padded;
+                    var w0 = Vector512.Create(w[0]);
+                    c00 = Vector512.FusedMultiplyAdd(w0, v0, c00); c01 = Vector512.FusedMultiplyAdd(w0, v1, c01);
+                    c02 = Vector512.FusedMultiplyAdd(w0, v2, c02); c03 = Vector512.FusedMultiplyAdd(w0, v3, c03);
+                    var w1 = Vector512.Create(w[1]);
+                    c10 = Vector512.FusedMultiplyAdd(w1, v0, c10); c11 = Vector512.FusedMultiplyAdd(w1, v1, c11);
+                    c12 = Vector512.FusedMultiplyAdd(w1, v2, c12); c13 = Vector512.FusedMultiplyAdd(w1, v3, c13);
+                    var w2 = Vector512.Create(w[2]);
+                    c20 = Vector512.FusedMultiplyAdd(w2, v0, c20); c21 = Vector512.FusedMultiplyAdd(w2, v1, c21);
+                    c22 = Vector512.FusedMultiplyAdd(w2, v2, c22); c23 = Vector512.FusedMultiplyAdd(w2, v3, c23);
+                    var w3 = Vector512.Create(w[3]);
+                    c30 = Vector512.FusedMultiplyAdd(w3, v0, c30); c31 = Vector512.FusedMultiplyAdd(w3, v1, c31);
+                    c32 = Vector512.FusedMultiplyAdd(w3, v2, c32); c33 = Vector512.FusedMultiplyAdd(w3, v3, c33);
+                }
+                c00.Store(a0); c01.Store(a0 + 16); c02.Store(a0 + 32); c03.Store(a0 + 48);
+                c10.Store(a1); c11.Store(a1 + 16); c12.Store(a1 + 32); c13.Store(a1 + 48);
+                c20.Store(a2); c21.Store(a2 + 16); c22.Store(a2 + 32); c23.Store(a2 + 48);
+                c30.Store(a3); c31.Store(a3 + 16); c32.Store(a3 + 32); c33.Store(a3 + 48);
+            }
         for (; i + 32 <= d; i += 32)
         {
             float* a0 = acc + i, a1 = a0 + d, a2 = a1 + d, a3 = a2 + d;
@@ -302,10 +455,11 @@ internal static unsafe class FusedCpuDecode
             var c30 = Vector256.Load(a3); var c31 = Vector256.Load(a3 + 8); var c32 = Vector256.Load(a3 + 16); var c33 = Vector256.Load(a3 + 24);
             for (int r = 0; r < n; r++)
             {
-                if (prefetch is not null && ((long)(i / 32) * n + r) * 128 is var line && line < prefetchBytes)
+                if (fetched < prefetchBytes)
                 {
-                    Prefetch(prefetch + line);
-                    Prefetch(prefetch + line + 64);
+                    Prefetch(prefetch + fetched);
+                    Prefetch(prefetch + fetched + 64);
+                    fetched += 128;
                 }
                 float* row = values + r * d + i;
                 var v0 = Vector256.Load(row); var v1 = Vector256.Load(row + 8); var v2 = Vector256.Load(row + 16); var v3 = Vector256.Load(row + 24);

@@ -135,6 +135,12 @@ public class MultiHeadAttentionTests
     [InlineData(1, 4, 4, 77, 64, ScalarType.BFloat16)]     // MHA from bf16
     [InlineData(2, 8, 2, 37, 8, ScalarType.BFloat16)]      // a block of 37 × 8 values: the widening ends on a half vector
     [InlineData(2, 8, 8, 5, 8, ScalarType.Float16)]
+    [InlineData(1, 16, 1, 90, 64, ScalarType.Float32)]     // G = 16: one full 512-bit score vector
+    [InlineData(2, 24, 1, 40, 32, ScalarType.Float32)]     // G = 24: two score vectors, padded to 32
+    [InlineData(1, 12, 2, 66, 40, ScalarType.Float32)]     // G = 6 in a group of 8, D = 40
+    [InlineData(1, 10, 2, 35, 8, ScalarType.BFloat16)]     // G = 5, D = 8: four steps of two coordinates
+    [InlineData(2, 4, 2, 50, 8, ScalarType.Float32)]       // G = 2, D = 8: a single step of eight coordinates
+    [InlineData(1, 8, 2, 131, 96, ScalarType.Float32)]     // D = 96: a 64-wide value tile and a 32-wide one
     public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
@@ -144,13 +150,18 @@ public class MultiHeadAttentionTests
         var k = randn(batch, kvHeads, keys + 7, headDim).to(dtype).narrow(2, 0, keys); // a cache view
         var v = randn(batch, kvHeads, keys + 7, headDim).to(dtype).narrow(2, 0, keys);
         FusedCpuDecode.Supports(q, k, v, null).Should().BeTrue();
-        var fused = FusedCpuDecode.Run(q, k, v);
         var q64 = q.to(ScalarType.Float64);
         var textbook = (q64.matmul(k.to(ScalarType.Float64).transpose(2, 3)) / Math.Sqrt(headDim)).softmax(-1).matmul(v.to(ScalarType.Float64));
-        fused.shape.Should().Equal(batch, kvHeads, group, headDim);
-        fused.dtype.Should().Be(dtype);
-        // float32 arithmetic throughout; half-precision inputs add only the rounding of the output.
-        Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(dtype == ScalarType.Float32 ? 1e-5 : dtype == ScalarType.BFloat16 ? 1e-2 : 2e-3);
+        // Both score forms of the grouped kernel: the 256-bit transposed one (any x86 with AVX2), and the 512-bit lane
+        // groups where the CPU has AVX-512 (this project's CI machines and the GPU machine do).
+        foreach (bool wide in FusedCpuDecode.WideScores ? new[] { false, true } : [false])
+        {
+            var fused = FusedCpuDecode.Run(q, k, v, null, wide);
+            fused.shape.Should().Equal(batch, kvHeads, group, headDim);
+            fused.dtype.Should().Be(dtype);
+            // float32 arithmetic throughout; half-precision inputs add only the rounding of the output.
+            Tiny.MaxAbsDiff(fused, textbook).Should().BeLessThan(dtype == ScalarType.Float32 ? 1e-5 : dtype == ScalarType.BFloat16 ? 1e-2 : 2e-3, $"wide scores: {wide}");
+        }
         FusedCpuDecode.Supports(q, k, v, ones([batch, 1, 1, keys], ScalarType.Bool)).Should().BeFalse("masks take the matmul path");
         FusedCpuDecode.Supports(q.to(ScalarType.Float64), k.to(ScalarType.Float64), v.to(ScalarType.Float64), null).Should().BeFalse("float64 takes the matmul path");
     }
