@@ -77,13 +77,9 @@ internal static unsafe class DecodeLinear
                 OpenMpTeam.For(tasks, Math.Max(1, get_num_threads()), task =>
                 {
                     int first = task * RowsPerTask, end = Math.Min(n, first + RowsPerTask);
-                    bool finite = dtype switch
-                    {
-                        ScalarType.Float32 => Rows(w, xp, yp, first, end, k),
-                        ScalarType.BFloat16 => Rows<BFloat16Pairs>(w, xp + k, yp, first, end, k),
-                        _ => Rows<HalfPairs>(w, xp + k, yp, first, end, k),
-                    };
-                    if (!finite) Volatile.Write(ref nonFinite, 1);
+                    if (dtype == ScalarType.Float32) Rows(w, xp, yp, first, end, k);
+                    else if (!(dtype == ScalarType.BFloat16 ? Rows<BFloat16Pairs>(w, xp + k, yp, first, end, k) : Rows<HalfPairs>(w, xp + k, yp, first, end, k)))
+                        Volatile.Write(ref nonFinite, 1);
                     SmallCpuOps.FromSingle(new ReadOnlySpan<float>(yp + first, end - first), dtype, result + (long)first * elementSize);
                 });
             }
@@ -110,7 +106,7 @@ internal static unsafe class DecodeLinear
 
     /// <summary>y[r] = W[r]·x for float32 rows [first, end), each row one sequential stream into four accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
-    private static bool Rows(byte* weights, float* x, float* y, int first, int end, int k)
+    private static void Rows(byte* weights, float* x, float* y, int first, int end, int k)
     {
         for (int r = first; r < end; r++)
         {
@@ -127,7 +123,6 @@ internal static unsafe class DecodeLinear
             for (; i < k; i += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), Vector512.Load(x + i), a0);
             y[r] = Vector512.Sum((a0 + a1) + (a2 + a3));
         }
-        return true;
     }
 
     /// <summary>
