@@ -26,15 +26,10 @@ internal static class AttentionSection
     public static List<Result> Run(int[] contexts, int[] batches, int rounds, Action<string> progress)
     {
         var results = new List<Result>();
-        // Every timed call starts with the caches cold, as in a decode step, where a layer's weights stream through the
-        // caches between one attention and the next: an untimed read of 256 MiB comes first. Without it the last
-        // variant's writes (K/V copied) or a cache left warm by the previous call would favour one variant over another.
-        using var sweep = ones(64L << 20);
-        // Read bandwidth is measured in the same rounds as the attention (a sum over 1 GiB, one more interleaved variant):
-        // on this VM it swings between about 30 and 50 GB/s minutes apart, so a reading taken at another time would
-        // move the floor by more than the kernels differ.
-        using var readData = ones(Measure.ReadElements);
-        Action evict = () => { using var s = NewDisposeScope(); sweep.sum(); };
+        // Every timed call starts with the caches cold (without it the last variant's writes, K/V copied, or a cache
+        // left warm by the previous call would favour one variant over another), and the read bandwidth is measured in
+        // the same rounds.
+        using var cold = new ColdRounds();
         foreach (int batch in batches)
             foreach (int context in contexts)
             {
@@ -54,15 +49,14 @@ internal static class AttentionSection
                         () => { using var s = NewDisposeScope(); MultiHeadAttention.GroupedScaledDotProduct(q, k, v, null, causal: true); },
                         () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q.reshape(batch, kv, group, HeadDim), k, v); },
                         () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)); },
-                        () => { using var s = NewDisposeScope(); readData.sum(); },
+                        cold.Read,
                         () => { using var s = NewDisposeScope(); k.sum(); v.sum(); },
-                    ], rounds, beforeEach: evict);
+                    ], rounds, beforeEach: cold.Evict);
                     var medians = samples.Select(Measure.Median).ToArray();
-                    double kvBytes = KvBytesOf(batch, kv, context), readBytes = Measure.ReadElements * 4.0;
-                    // Round r's floor: KV bytes at round r's bandwidth, i.e. the read's time scaled to the KV bytes.
-                    double floorRatio = Measure.Median(samples[0].Zip(samples[3], (library, read) => library / (read * kvBytes / readBytes)).ToList());
+                    double kvBytes = KvBytesOf(batch, kv, context);
+                    double floorRatio = Measure.FloorRatio(samples[0], samples[3], kvBytes);
                     double coldReadRatio = Measure.Median(samples[0].Zip(samples[4], (library, read) => library / read).ToList());
-                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], readBytes / (medians[3] / 1000) / 1e9, floorRatio, coldReadRatio));
+                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], Measure.ReadGBs(medians[3]), floorRatio, coldReadRatio));
                 }
             }
         return results;

@@ -46,9 +46,18 @@ internal static class Measure
     {
         using var scope = NewDisposeScope();
         var data = ones(ReadElements);
-        double ms = InterleavedMedians([() => { using var s = NewDisposeScope(); data.sum(); }], 9)[0];
-        return ReadElements * 4 / (ms / 1000) / 1e9;
+        return ReadGBs(InterleavedMedians([() => { using var s = NewDisposeScope(); data.sum(); }], 9)[0]);
     }
+
+    /// <summary>GB/s of a read of <see cref="ReadElements"/> floats that took <paramref name="readMs"/>.</summary>
+    public static double ReadGBs(double readMs) => ReadElements * 4.0 / (readMs / 1000) / 1e9;
+
+    /// <summary>
+    /// Median over rounds of time / that round's floor, the floor being <paramref name="bytes"/> at the bandwidth of the
+    /// same round's read of <see cref="ReadElements"/> floats (<paramref name="readTimes"/>, paired with <paramref name="times"/>).
+    /// </summary>
+    public static double FloorRatio(IReadOnlyList<double> times, IReadOnlyList<double> readTimes, double bytes)
+        => Median(times.Zip(readTimes, (time, read) => time / (read * bytes / (ReadElements * 4.0))).ToList());
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
     private static extern int MallocTrim(nuint pad);
@@ -92,6 +101,35 @@ internal static class Measure
     }
 
     public static string F(double value, string format = "0.00") => value.ToString(format, CultureInfo.InvariantCulture);
+}
+
+/// <summary>
+/// What the attention rounds need to meet K/V cold and to measure the floor in the same rounds: <see cref="Evict"/>, an
+/// untimed read of 256 MiB before every timed call (a decode step's weights pass through the caches between one
+/// attention and the next), and <see cref="Read"/>, the sum over 1 GiB that is one more interleaved variant (this VM's
+/// bandwidth swings between about 30 and 50 GB/s minutes apart, so a reading taken at another time would move the floor
+/// by more than the kernels differ).
+/// </summary>
+internal sealed class ColdRounds : IDisposable
+{
+    private readonly Tensor _sweep = ones(64L << 20);
+    private readonly Tensor _readData = ones(Measure.ReadElements);
+
+    public ColdRounds()
+    {
+        Evict = () => { using var s = NewDisposeScope(); _sweep.sum(); };
+        Read = () => { using var s = NewDisposeScope(); _readData.sum(); };
+    }
+
+    public Action Evict { get; }
+
+    public Action Read { get; }
+
+    public void Dispose()
+    {
+        _sweep.Dispose();
+        _readData.Dispose();
+    }
 }
 
 /// <summary>Builds the markdown of the report.</summary>

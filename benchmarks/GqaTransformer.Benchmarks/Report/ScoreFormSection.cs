@@ -18,9 +18,7 @@ internal static class ScoreFormSection
         md.Line("against the 512-bit lane groups (ADR 0009: one key row at a time, 16/G coordinates broadcast to each of G queries), and a read");
         md.Line($"of 1 GiB in the same rounds. Median of {rounds} interleaved rounds; *× floor* as in section 2. The lane groups serve G = 2 to 4;");
         md.Line("for larger groups the 256-bit form fills its lanes and both forms are the same code.").Line();
-        using var sweep = ones(64L << 20);
-        using var readData = ones(Measure.ReadElements);
-        Action evict = () => { using var s = NewDisposeScope(); sweep.sum(); };
+        using var cold = new ColdRounds();
         var rows = new List<string[]>();
         foreach (var (kv, dim, dtype) in new[] { (8, 128, ScalarType.Float32), (16, 128, ScalarType.Float32), (8, 128, ScalarType.BFloat16), (8, 64, ScalarType.Float32) })
         {
@@ -35,13 +33,13 @@ internal static class ScoreFormSection
             [
                 () => { using var s = NewDisposeScope(); FusedCpuDecode.Run(q, k, v, null, false); },
                 () => { using var s = NewDisposeScope(); FusedCpuDecode.Run(q, k, v, null, true); },
-                () => { using var s = NewDisposeScope(); readData.sum(); },
-            ], rounds, beforeEach: evict);
-            double kvBytes = 2.0 * kv * context * dim * k.element_size(), readBytes = Measure.ReadElements * 4.0;
-            double Floor(int variant) => Measure.Median(samples[variant].Zip(samples[2], (t, read) => t / (read * kvBytes / readBytes)).ToList());
+                cold.Read,
+            ], rounds, beforeEach: cold.Evict);
+            double kvBytes = 2.0 * kv * context * dim * k.element_size();
+            double Floor(int variant) => Measure.FloorRatio(samples[variant], samples[2], kvBytes);
             var ms = samples.Select(Measure.Median).ToArray();
             rows.Add([$"{32 / kv}", $"{dim}", dtype == ScalarType.Float32 ? "fp32" : "bf16", Measure.Bytes(kvBytes), Measure.F(ms[0], "0.000"), Measure.F(ms[1], "0.000"),
-                Measure.F(ms[0] / ms[1]) + "x", Measure.F(Floor(0)), Measure.F(Floor(1)), Measure.F(readBytes / (ms[2] / 1000) / 1e9, "0.0")]);
+                Measure.F(ms[0] / ms[1]) + "x", Measure.F(Floor(0)), Measure.F(Floor(1)), Measure.F(Measure.ReadGBs(ms[2]), "0.0")]);
         }
         md.Table(["G", "head", "cache", "KV bytes", "256-bit ms", "512-bit ms", "speed-up", "× floor, 256-bit", "× floor, 512-bit", "read GB/s"], rows);
     }
