@@ -1,5 +1,4 @@
 using System.Buffers;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -203,6 +202,7 @@ internal static unsafe class FusedCpuDecode
     /// Writes query <paramref name="j"/> (scaled) into the lane-group layout: with L queries per vector and m = 16/L,
     /// vector c holds coordinates c·m … c·m + m − 1 of each of the L queries, query by query.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task and query: skip the unoptimised first tier
     private static void PlaceInLaneGroup(float* query, int j, int d, int groupLanes, float scale, float* lanes)
     {
         int m = 16 / groupLanes, steps = d / m;
@@ -305,7 +305,7 @@ internal static unsafe class FusedCpuDecode
             fixed (float* sc = scores, qs = scaled, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 SmallCpuOps.ToSingle(q, queryDtype, new Span<float>(qs, d));
-                TensorPrimitives.Multiply(new ReadOnlySpan<float>(qs, d), scale, new Span<float>(qs, d));
+                VectorOps.Scale(new Span<float>(qs, d), scale);
                 long rowBytes = (long)d * KvCache.ElementSize(dtype);
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
@@ -613,9 +613,9 @@ internal static unsafe class FusedCpuDecode
                     float w = MathF.Exp(m - max);
                     total += partialSum[task * padded + j] * w;
                     var acc = partialAcc.AsSpan((task * padded + j) * d, d);
-                    TensorPrimitives.MultiplyAdd(acc, w, row, row);
+                    VectorOps.AddScaled(acc, w, row);
                 }
-                TensorPrimitives.Divide(row, total, row);
+                VectorOps.Divide(row, total);
                 SmallCpuOps.FromSingle(row, dtype, output + ((long)h * g + j) * d * elementSize);
             }
     }
@@ -635,7 +635,7 @@ internal static unsafe class FusedCpuDecode
         return Vector256.Sum(s0 + s1);
     }
 
-    private static void Scale(float* x, int n, float factor) => TensorPrimitives.Multiply(new ReadOnlySpan<float>(x, n), factor, new Span<float>(x, n));
+    private static void Scale(float* x, int n, float factor) => VectorOps.Scale(new Span<float>(x, n), factor);
 
     /// <summary>Address of the first element of a [B, Hkv, S, D] view whose [S, D] blocks are contiguous (other heads by stride).</summary>
     private static byte* FirstHead(Tensor keysOrValues)

@@ -1,5 +1,4 @@
 using System.Buffers;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
@@ -69,10 +68,10 @@ internal static unsafe class SmallCpuOps
             for (long r = 0; r < rows; r++)
             {
                 ToSingle(input + r * size * elementSize, dtype, values);
-                float inverse = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(values) / size + (float)eps);
-                TensorPrimitives.Multiply(values, inverse, values);
+                float inverse = 1f / MathF.Sqrt(VectorOps.SumOfSquares(values) / size + (float)eps);
+                VectorOps.Scale(values, inverse);
                 RoundInPlace(values, dtype);                                  // (x32 * rsqrt(…)).to(dtype)
-                TensorPrimitives.Multiply(values, weights, values);
+                VectorOps.Multiply(values, weights, values);
                 FromSingle(values, dtype, result + r * size * elementSize);   // weight * …, in dtype
             }
         }
@@ -124,13 +123,13 @@ internal static unsafe class SmallCpuOps
             ToSingle(cosines + table * rowBytes, dtype, c);
             ToSingle(sines + table * rowBytes, dtype, s);
             ToSingle(input + r * rowBytes, dtype, values);
-            TensorPrimitives.Negate(values[half..], rotated[..half]);        // rotate_half: [−x₂, x₁]
+            VectorOps.Negate(values[half..], rotated[..half]);        // rotate_half: [−x₂, x₁]
             values[..half].CopyTo(rotated[half..]);
-            TensorPrimitives.Multiply(values, c, values);
+            VectorOps.Multiply(values, c, values);
             RoundInPlace(values, dtype);                                      // x * cos
-            TensorPrimitives.Multiply(rotated, s, product);
+            VectorOps.Multiply(rotated, s, product);
             RoundInPlace(product, dtype);                                     // rotate_half(x) * sin
-            TensorPrimitives.Add(values, product, values);
+            VectorOps.Add(values, product, values);
             FromSingle(values, dtype, result + r * rowBytes);                 // the sum, rounded
         }
         return output;
