@@ -14,14 +14,21 @@ internal static class AttentionSection
     /// Medians of one configuration. <paramref name="ReadGBs"/> is the read bandwidth measured in the same rounds, and
     /// <paramref name="FloorRatio"/> the median over rounds of the library's time / that round's floor (KV bytes / bandwidth);
     /// <paramref name="ColdReadRatio"/> the same against a plain read of the very K/V bytes, cold as the kernel meets them.
+    /// <paramref name="ArithmeticFloorMs"/> is the step's multiply-adds at the FMA rate measured in the same rounds
+    /// (<see cref="ArithmeticProbe"/>), and <paramref name="LargerFloorRatio"/> the median over rounds of the library's
+    /// time / the larger of that round's two floors.
     /// </summary>
-    public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs, double ReadGBs, double FloorRatio, double ColdReadRatio)
+    public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs, double ReadGBs, double FloorRatio, double ColdReadRatio,
+        double ArithmeticFloorMs, double LargerFloorRatio)
     {
         public double KvBytes => KvBytesOf(Batch, KvHeads, Context);
     }
 
     /// <summary>Bytes of K and V (fp32) that one decode step of attention reads.</summary>
     private static double KvBytesOf(int batch, int kvHeads, int context) => 2.0 * batch * kvHeads * context * HeadDim * 4;
+
+    /// <summary>Multiply-adds of one decode step of attention: q·k and p·v for every query head, key and coordinate.</summary>
+    private static double MultiplyAddsOf(int batch, int context) => 2.0 * batch * Heads * context * HeadDim;
 
     public static List<Result> Run(int[] contexts, int[] batches, int rounds, Action<string> progress)
     {
@@ -51,12 +58,18 @@ internal static class AttentionSection
                         () => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)); },
                         cold.Read,
                         () => { using var s = NewDisposeScope(); k.sum(); v.sum(); },
+                        ArithmeticProbe.Run,
                     ], rounds, beforeEach: cold.Evict);
                     var medians = samples.Select(Measure.Median).ToArray();
                     double kvBytes = KvBytesOf(batch, kv, context);
                     double floorRatio = Measure.FloorRatio(samples[0], samples[3], kvBytes);
                     double coldReadRatio = Measure.Median(samples[0].Zip(samples[4], (library, read) => library / read).ToList());
-                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], Measure.ReadGBs(medians[3]), floorRatio, coldReadRatio));
+                    double multiplyAdds = MultiplyAddsOf(batch, context);
+                    var arithmeticFloors = samples[5].Select(ms => multiplyAdds / ArithmeticProbe.Rate(ms) * 1000).ToList();
+                    var memoryFloors = samples[3].Select(ms => ms * kvBytes / (Measure.ReadElements * 4.0)).ToList();
+                    double largerFloorRatio = Measure.Median(samples[0].Select((ms, r) => ms / Math.Max(memoryFloors[r], arithmeticFloors[r])).ToList());
+                    results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], Measure.ReadGBs(medians[3]), floorRatio, coldReadRatio,
+                        Measure.Median(arithmeticFloors), largerFloorRatio));
                 }
             }
         return results;
@@ -73,18 +86,23 @@ internal static class AttentionSection
         md.Line("(KV bytes / that round's read bandwidth), so the machine's drift moves both alike. *× cold read* compares the library with a");
         md.Line("plain read (a sum) of the very K/V bytes, cold as the kernel meets them: how much of the gap to the floor any read of them pays.");
         md.Line("Each timed call follows an untimed read of 256 MiB, so K/V comes from memory, not from a cache the previous call left warm,");
-        md.Line("as in a decode step, where the layer's weights pass through the caches between one attention and the next.").Line();
+        md.Line("as in a decode step, where the layer's weights pass through the caches between one attention and the next.");
+        md.Line("*arith. floor* is the step's multiply-adds (2 · batch · 32 heads · context · 128) at this machine's FMA rate, measured in the same");
+        md.Line("rounds as one more variant (independent 16-lane FMAs on the same threads); it is the same for every kv-head count, since the");
+        md.Line("query heads set the arithmetic. *× larger floor* is the library's time / the larger of the two floors, per round. A kernel");
+        md.Line("that overlapped its arithmetic with its reads perfectly would reach 1.00 there; one that did them in turn, the sum of the floors.").Line();
         foreach (var batch in results.Select(r => r.Batch).Distinct())
         {
             md.Line($"Batch {batch}, median ms:").Line();
-            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "read GB/s", "× floor", "× cold read", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
+            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "read GB/s", "× floor", "× cold read", "arith. floor", "× larger floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
                 results.Where(r => r.Batch == batch).Select(r =>
                 {
                     var mha = results.First(x => x.Batch == batch && x.Context == r.Context && x.KvHeads == 32);
                     return new[]
                     {
                         $"{r.Context}", $"{r.KvHeads}", Measure.Bytes(r.KvBytes), Measure.F(r.LibraryMs, "0.000"), Measure.F(r.KvBytes / (r.LibraryMs / 1000) / 1e9, "0.0"),
-                        Measure.F(r.ReadGBs, "0.0"), Measure.F(r.FloorRatio, "0.00"), Measure.F(r.ColdReadRatio, "0.00"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"),
+                        Measure.F(r.ReadGBs, "0.0"), Measure.F(r.FloorRatio, "0.00"), Measure.F(r.ColdReadRatio, "0.00"),
+                        Measure.F(r.ArithmeticFloorMs, "0.000"), Measure.F(r.LargerFloorRatio, "0.00"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"),
                         Measure.F(r.CopyMs, "0.000"), Measure.F(r.CopyMs / r.LibraryMs, "0.0") + "x",
                     };
                 }));
