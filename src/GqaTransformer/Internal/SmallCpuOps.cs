@@ -123,7 +123,7 @@ internal static unsafe class SmallCpuOps
             ToSingle(cosines + table * rowBytes, dtype, c);
             ToSingle(sines + table * rowBytes, dtype, s);
             ToSingle(input + r * rowBytes, dtype, values);
-            VectorOps.Negate(values[half..], rotated[..half]);        // rotate_half: [−x₂, x₁]
+            VectorOps.Negate(values[half..], rotated[..half]);                // rotate_half: [−x₂, x₁]
             values[..half].CopyTo(rotated[half..]);
             VectorOps.Multiply(values, c, values);
             RoundInPlace(values, dtype);                                      // x * cos
