@@ -16,10 +16,11 @@ internal static class AttentionSection
     /// <paramref name="ColdReadRatio"/> the same against a plain read of the very K/V bytes, cold as the kernel meets them.
     /// <paramref name="ArithmeticFloorMs"/> is the step's multiply-adds at the FMA rate measured in the same rounds
     /// (<see cref="ArithmeticProbe"/>), and <paramref name="LargerFloorRatio"/> the median over rounds of the library's
-    /// time / the larger of that round's two floors.
+    /// time / the larger of that round's two floors. <paramref name="OrderReadRatio"/> is the median over rounds of a
+    /// read of the same K/V in the kernel's order with no arithmetic (<see cref="KernelOrderRead"/>) / that round's memory floor.
     /// </summary>
     public sealed record Result(int Batch, int Context, int KvHeads, double LibraryMs, double SdpaMs, double CopyMs, double ReadGBs, double FloorRatio, double ColdReadRatio,
-        double ArithmeticFloorMs, double LargerFloorRatio)
+        double ArithmeticFloorMs, double LargerFloorRatio, double OrderReadRatio)
     {
         public double KvBytes => KvBytesOf(Batch, KvHeads, Context);
     }
@@ -59,6 +60,7 @@ internal static class AttentionSection
                         cold.Read,
                         () => { using var s = NewDisposeScope(); k.sum(); v.sum(); },
                         ArithmeticProbe.Run,
+                        () => KernelOrderRead.Run(k, v),
                     ], rounds, beforeEach: cold.Evict);
                     var medians = samples.Select(Measure.Median).ToArray();
                     double kvBytes = KvBytesOf(batch, kv, context);
@@ -69,7 +71,7 @@ internal static class AttentionSection
                     var memoryFloors = samples[3].Select(ms => ms * kvBytes / (Measure.ReadElements * 4.0)).ToList();
                     double largerFloorRatio = Measure.Median(samples[0].Select((ms, r) => ms / Math.Max(memoryFloors[r], arithmeticFloors[r])).ToList());
                     results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], Measure.ReadGBs(medians[3]), floorRatio, coldReadRatio,
-                        Measure.Median(arithmeticFloors), largerFloorRatio));
+                        Measure.Median(arithmeticFloors), largerFloorRatio, Measure.FloorRatio(samples[6], samples[3], kvBytes)));
                 }
             }
         return results;
@@ -90,11 +92,13 @@ internal static class AttentionSection
         md.Line("*arith. floor* is the step's multiply-adds (2 · batch · 32 heads · context · 128) at this machine's FMA rate, measured in the same");
         md.Line("rounds as one more variant (independent 16-lane FMAs on the same threads); it is the same for every kv-head count, since the");
         md.Line("query heads set the arithmetic. *× larger floor* is the library's time / the larger of the two floors, per round. A kernel");
-        md.Line("that overlapped its arithmetic with its reads perfectly would reach 1.00 there; one that did them in turn, the sum of the floors.").Line();
+        md.Line("that overlapped its arithmetic with its reads perfectly would reach 1.00 there; one that did them in turn, the sum of the floors.");
+        md.Line("*order read × floor* is a read of the same K/V with no arithmetic, in the kernel's order (per KV head, 32 rows of K, then of V,");
+        md.Line("each block fetched one block ahead), over the memory floor: what that order of reading costs before any arithmetic.").Line();
         foreach (var batch in results.Select(r => r.Batch).Distinct())
         {
             md.Line($"Batch {batch}, median ms:").Line();
-            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "read GB/s", "× floor", "× cold read", "arith. floor", "× larger floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
+            md.Table(["context", "kv heads", "KV bytes", "library", "GB/s", "read GB/s", "× floor", "× cold read", "arith. floor", "× larger floor", "order read × floor", "speed-up vs MHA", "SDPA folded", "K/V copied", "copied / library"],
                 results.Where(r => r.Batch == batch).Select(r =>
                 {
                     var mha = results.First(x => x.Batch == batch && x.Context == r.Context && x.KvHeads == 32);
@@ -102,7 +106,8 @@ internal static class AttentionSection
                     {
                         $"{r.Context}", $"{r.KvHeads}", Measure.Bytes(r.KvBytes), Measure.F(r.LibraryMs, "0.000"), Measure.F(r.KvBytes / (r.LibraryMs / 1000) / 1e9, "0.0"),
                         Measure.F(r.ReadGBs, "0.0"), Measure.F(r.FloorRatio, "0.00"), Measure.F(r.ColdReadRatio, "0.00"),
-                        Measure.F(r.ArithmeticFloorMs, "0.000"), Measure.F(r.LargerFloorRatio, "0.00"), Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"),
+                        Measure.F(r.ArithmeticFloorMs, "0.000"), Measure.F(r.LargerFloorRatio, "0.00"), Measure.F(r.OrderReadRatio, "0.00"),
+                        Measure.F(mha.LibraryMs / r.LibraryMs) + "x", Measure.F(r.SdpaMs, "0.000"),
                         Measure.F(r.CopyMs, "0.000"), Measure.F(r.CopyMs / r.LibraryMs, "0.0") + "x",
                     };
                 }));
