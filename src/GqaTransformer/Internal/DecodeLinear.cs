@@ -95,6 +95,7 @@ internal static unsafe class DecodeLinear
     }
 
     /// <summary>even[j] = x[2j]·scale, odd[j] = x[2j+1]·scale: the order in which <see cref="IPairs"/> reads W's elements.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
     private static void SplitEvenOdd(ReadOnlySpan<float> x, Span<float> even, Span<float> odd, float scale)
     {
         for (int j = 0; j < even.Length; j++)
