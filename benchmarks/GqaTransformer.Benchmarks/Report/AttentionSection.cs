@@ -68,7 +68,7 @@ internal static class AttentionSection
                     double coldReadRatio = Measure.Median(samples[0].Zip(samples[4], (library, read) => library / read).ToList());
                     double multiplyAdds = MultiplyAddsOf(batch, context);
                     var arithmeticFloors = samples[5].Select(ms => multiplyAdds / ArithmeticProbe.Rate(ms) * 1000).ToList();
-                    var memoryFloors = samples[3].Select(ms => ms * kvBytes / (Measure.ReadElements * 4.0)).ToList();
+                    var memoryFloors = samples[3].Select(ms => Measure.FloorMs(ms, kvBytes)).ToList();
                     double largerFloorRatio = Measure.Median(samples[0].Select((ms, r) => ms / Math.Max(memoryFloors[r], arithmeticFloors[r])).ToList());
                     results.Add(new Result(batch, context, kv, medians[0], medians[1], medians[2], Measure.ReadGBs(medians[3]), floorRatio, coldReadRatio,
                         Measure.Median(arithmeticFloors), largerFloorRatio, Measure.FloorRatio(samples[6], samples[3], kvBytes)));

@@ -50,16 +50,9 @@ internal static class LinearSection
             using (no_grad()) ms = Measure.InterleavedMedians(variants.Select(v => v.Run).ToArray(), rounds);
             double read = ms[2];
             for (int i = 0; i < variants.Count; i++)
-                rows.Add([Name(dtype), variants[i].Name, Measure.Bytes(bytes), Measure.F(ms[i], "0.00"), Measure.F(bytes / (ms[i] / 1000) / 1e9, "0.0"),
+                rows.Add([Measure.DtypeName(dtype), variants[i].Name, Measure.Bytes(bytes), Measure.F(ms[i], "0.00"), Measure.F(bytes / (ms[i] / 1000) / 1e9, "0.0"),
                     Measure.F(read / ms[i]), Measure.F(ms[0] / ms[i]) + "x"]);
         }
         md.Table(["dtype", "variant", "weights", "ms", "GB/s", "of read bandwidth", "vs libtorch"], rows);
     }
-
-    private static string Name(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float32 => "fp32",
-        ScalarType.BFloat16 => "bf16",
-        _ => "fp16",
-    };
 }

@@ -57,7 +57,10 @@ internal static class Measure
     /// same round's read of <see cref="ReadElements"/> floats (<paramref name="readTimes"/>, paired with <paramref name="times"/>).
     /// </summary>
     public static double FloorRatio(IReadOnlyList<double> times, IReadOnlyList<double> readTimes, double bytes)
-        => Median(times.Zip(readTimes, (time, read) => time / (read * bytes / (ReadElements * 4.0))).ToList());
+        => Median(times.Zip(readTimes, (time, read) => time / FloorMs(read, bytes)).ToList());
+
+    /// <summary>The memory floor of <paramref name="bytes"/>: their read time at the bandwidth of a read of <see cref="ReadElements"/> floats that took <paramref name="readMs"/>.</summary>
+    public static double FloorMs(double readMs, double bytes) => readMs * bytes / (ReadElements * 4.0);
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
     private static extern int MallocTrim(nuint pad);
@@ -101,6 +104,9 @@ internal static class Measure
     }
 
     public static string F(double value, string format = "0.00") => value.ToString(format, CultureInfo.InvariantCulture);
+
+    /// <summary>The report's short name of a float dtype: fp32, bf16 or fp16.</summary>
+    public static string DtypeName(ScalarType dtype) => dtype switch { ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "fp16", _ => "fp32" };
 }
 
 /// <summary>

@@ -41,7 +41,7 @@ internal static class MemorySection
                     long after = Measure.ResidentBytes();
                     long predicted = KvCache.EstimateBytes(config, 1, context, dtype);
                     long tensors = cache.Tensors.Sum(t => t.numel() * t.element_size());
-                    rows.Add([name, $"{context}", dtype == ScalarType.BFloat16 ? "bf16" : "fp32", Measure.Bytes(predicted), Measure.Bytes(tensors),
+                    rows.Add([name, $"{context}", Measure.DtypeName(dtype), Measure.Bytes(predicted), Measure.Bytes(tensors),
                         Measure.F((double)tensors / predicted, "0.0000"), Measure.Bytes(after - before), Measure.F((double)(after - before) / predicted, "0.000")]);
                 }
         md.Table(["model", "tokens", "dtype", "predicted", "tensors", "tensors / predicted", "RSS growth", "RSS / predicted"], rows);

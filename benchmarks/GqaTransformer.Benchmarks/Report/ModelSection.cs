@@ -41,7 +41,7 @@ internal static class ModelSection
                 long token = 17;
                 var decode = Measure.InterleavedMedians(variants.Select(v => (Action)(() => v.session.DecodeStep([token]).Dispose())).ToArray(), decodeSteps, warmup: 1);
                 for (int i = 0; i < variants.Length; i++)
-                    rows.Add([Name(dtype), $"{context}", Kind(variants[i].kv), Measure.F(context / (variants[i].prefillMs / 1000), "0"),
+                    rows.Add([Measure.DtypeName(dtype), $"{context}", Kind(variants[i].kv), Measure.F(context / (variants[i].prefillMs / 1000), "0"),
                         Measure.F(decode[i], "0.0"), Measure.F(1000 / decode[i], "0.0"), Measure.F(decode[0] / decode[i]) + "x",
                         Measure.Bytes(variants[i].session.Cache.SizeInBytes)]);
                 foreach (var v in variants) { v.session.Dispose(); v.model.Dispose(); }
@@ -136,6 +136,4 @@ internal static class ModelSection
     }
 
     private static string Kind(int kv, int heads = 16) => kv == heads ? $"MHA ({kv} kv)" : kv == 1 ? "MQA (1 kv)" : $"GQA ({kv} kv)";
-
-    private static string Name(ScalarType dtype) => dtype switch { ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "fp16", _ => "fp32" };
 }

@@ -38,7 +38,7 @@ internal static class ScoreFormSection
             double kvBytes = 2.0 * kv * context * dim * k.element_size();
             double Floor(int variant) => Measure.FloorRatio(samples[variant], samples[2], kvBytes);
             var ms = samples.Select(Measure.Median).ToArray();
-            rows.Add([$"{32 / kv}", $"{dim}", dtype == ScalarType.Float32 ? "fp32" : "bf16", Measure.Bytes(kvBytes), Measure.F(ms[0], "0.000"), Measure.F(ms[1], "0.000"),
+            rows.Add([$"{32 / kv}", $"{dim}", Measure.DtypeName(dtype), Measure.Bytes(kvBytes), Measure.F(ms[0], "0.000"), Measure.F(ms[1], "0.000"),
                 Measure.F(ms[0] / ms[1]) + "x", Measure.F(Floor(0)), Measure.F(Floor(1)), Measure.F(Measure.ReadGBs(ms[2]), "0.0")]);
         }
         md.Table(["G", "head", "cache", "KV bytes", "256-bit ms", "512-bit ms", "speed-up", "× floor, 256-bit", "× floor, 512-bit", "read GB/s"], rows);
