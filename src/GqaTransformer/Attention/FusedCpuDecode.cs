@@ -12,9 +12,9 @@ namespace GqaTransformer;
 /// in blocks of <see cref="KeyBlock"/>: a block of K rows is read once and scored against all G queries of the group,
 /// the scores go through an online softmax, and the matching block of V rows is read once and accumulated for all G
 /// queries. Work is split over (KV head, range of keys) and the ranges merged by log-sum-exp, so even one KV head keeps
-/// every core busy, on libtorch's own OpenMP threads (<see cref="OpenMpTeam"/>). Computes in float32; bfloat16 and
-/// float16 caches are widened block by block into a scratch buffer that stays in L1, so a half-precision cache is read
-/// at half the bytes.
+/// every core busy, on libtorch's own OpenMP threads (<see cref="OpenMpTeam"/>). Computes in float32; float16 caches
+/// (and bfloat16 ones outside the four-query form) are widened block by block into a scratch buffer that stays in L1,
+/// so a half-precision cache is read at half the bytes.
 /// </summary>
 /// <remarks>
 /// Register tiling (ADR 0006). Scores, 256-bit form: the G queries are stored transposed, [D, G'] with G' = G rounded up
@@ -22,7 +22,12 @@ namespace GqaTransformer;
 /// it, 8 keys at a time — no horizontal sums. For G ≤ 4 that leaves half the lanes or more empty, so where the CPU has
 /// AVX-512 the 512-bit lane-group form takes over (ADR 0009): a vector holds 4 consecutive coordinates of each of 4
 /// queries (or 8 of 2), one 128-bit (256-bit) broadcast of the key lines up with all of them, and each key row is read
-/// once, in order. Values: 4 queries × 32 coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in
+/// once, in order. For G = 3 or 4 the rows are scored four at a time (ADR 0010): each query vector is loaded once for
+/// four rows, and the four rows' partial sums fold into one vector by two rounds of shuffles, so the scores come out in
+/// quads of rows, 16 to a vector, and the softmax runs with all 16 lanes busy. A bfloat16 cache is then read in place,
+/// not widened: a bfloat16 value is the upper half of a float32, so a vector of 32-bit lanes gives its even coordinates
+/// by a shift and its odd ones by a mask; the queries are laid out in the same order, and the value accumulators are
+/// put back in order once per task. Values: 4 queries × 32 coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in
 /// registers while the block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one
 /// query per head. Rows are fetched ahead into L2: reading 8 rows at a time is a pattern the hardware prefetcher does
 /// not follow (prefetching alone made it 2x faster); the kernel asks for the K rows of a block ahead while it scores and
@@ -153,25 +158,40 @@ internal static unsafe class FusedCpuDecode
             fixed (float* qt = queries, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 new Span<float>(qt, queryFloats).Clear();
+                bool quads = groupLanes == 4;                                   // scores in quads of rows, softmax at 16 lanes
+                bool bfloat16Keys = quads && dtype == ScalarType.BFloat16;      // read in place, as even and odd coordinates
+                bool bfloat16Values = bfloat16Keys && d % 32 == 0;
                 int querySize = KvCache.ElementSize(queryDtype);
                 for (int j = 0; j < g; j++)
                 {
                     SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
-                    if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, scale, qt);
+                    if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, bfloat16Keys, scale, qt);
                     else for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
                 }
                 int rowsOfG = (g + 3) / 4 * 4;
                 int size = KvCache.ElementSize(dtype);
                 int distance = groupLanes > 0 ? WidePrefetchDistance : GroupPrefetchDistance;
+                var weights = quads ? WeightLayout.Quads : WeightLayout.Rows(padded);
+                var runMax = Vector512.Create(float.NegativeInfinity);          // quads: per query, repeated in its 4 lanes
+                var runSum = Vector512<float>.Zero;
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
                     int n = Math.Min(KeyBlock, length - t0);
-                    float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
                     // Rows of the block `distance` ahead, if it is whole: K fetched while scoring, V while accumulating.
                     long ahead = n == KeyBlock && t0 + (distance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
                     byte* nextK = k + (long)(t0 + distance * KeyBlock) * d * size;
                     byte* nextV = v + (long)(t0 + distance * KeyBlock) * d * size;
-                    if (groupLanes > 0) ScoreWide(keys, n, d, qt, groupLanes, sc, padded, ahead > 0 ? nextK : null, d * size);
+                    if (quads)
+                    {
+                        if (bfloat16Keys) ScoreQuads<BFloat16Keys>(k + (long)t0 * d * size, n, d, qt, sc, ahead > 0 ? nextK : null, d * size);
+                        else ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, ahead > 0 ? nextK : null, d * size);
+                        SoftmaxQuads(sc, n, ref runMax, ref runSum, acc, d);
+                        if (bfloat16Values) AccumulateBFloat16Values4(sc, weights, (ushort*)v + (long)t0 * d, n, d, acc, nextV, ahead);
+                        else AccumulateValues4(sc, weights, Rows(v, t0, n, d, dtype, wide), n, d, acc, nextV, ahead, true);
+                        continue;
+                    }
+                    float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
+                    if (groupLanes > 0) ScoreTwoQueries(keys, n, d, qt, sc, padded, ahead > 0 ? nextK : null, d * size);
                     else
                     {
                         long perCall = ahead / (KeyBlock / 8);                   // each of the block's Score8 calls fetches a share
@@ -186,8 +206,15 @@ internal static unsafe class FusedCpuDecode
                         SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
                     float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
                     for (int j = 0; j < rowsOfG; j += 4)
-                        AccumulateValues4(sc + j, padded, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
+                        AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
                 }
+                if (bfloat16Values) Interleave(acc, 4, d);
+                if (quads)
+                    for (int j = 0; j < 4; j++)
+                    {
+                        max[j] = runMax[4 * j];
+                        sum[j] = runSum[4 * j];
+                    }
             }
         }
         finally
@@ -200,35 +227,33 @@ internal static unsafe class FusedCpuDecode
 
     /// <summary>
     /// Writes query <paramref name="j"/> (scaled) into the lane-group layout: with L queries per vector and m = 16/L,
-    /// vector c holds coordinates c·m … c·m + m − 1 of each of the L queries, query by query.
+    /// vector c holds coordinates c·m … c·m + m − 1 of each of the L queries, query by query. With
+    /// <paramref name="evenOdd"/> (L = 4, keys that <see cref="IKeyOctets"/> splits into even and odd coordinates),
+    /// vectors 2c and 2c + 1 hold the even and the odd coordinates of octet c instead.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task and query: skip the unoptimised first tier
-    private static void PlaceInLaneGroup(float* query, int j, int d, int groupLanes, float scale, float* lanes)
+    private static void PlaceInLaneGroup(float* query, int j, int d, int groupLanes, bool evenOdd, float scale, float* lanes)
     {
         int m = 16 / groupLanes, steps = d / m;
         float* first = lanes + j * m;
         for (int c = 0; c < steps; c++)
-            for (int i = 0; i < m; i++) first[c * 16 + i] = query[c * m + i] * scale;
-    }
-
-    /// <summary>Scores of a block's key rows against the group's queries in the lane-group layout (see <see cref="ILaneGroup"/>).</summary>
-    private static void ScoreWide(float* keys, int n, int d, float* lanes, int groupLanes, float* scores, int padded, byte* prefetch, int rowBytes)
-    {
-        if (groupLanes == 2) ScoreRows<TwoQueries>(keys, n, d, lanes, scores, padded, prefetch, rowBytes);
-        else ScoreRows<FourQueries>(keys, n, d, lanes, scores, padded, prefetch, rowBytes);
+            for (int i = 0; i < m; i++)
+            {
+                int coordinate = evenOdd ? c / 2 * 8 + 2 * i + c % 2 : c * m + i;
+                first[c * 16 + i] = query[coordinate] * scale;
+            }
     }
 
     /// <summary>
-    /// One key row at a time, so K is read as one stream: each of the D/m steps broadcasts m coordinates of the key to
-    /// every query's lanes (one load) and multiplies them into the queries' vector, 16 useful products per instruction;
-    /// the m partial sums of each query are added at the end of the row. Meanwhile the row of the block ahead at
-    /// <paramref name="prefetch"/> is fetched into L2.
+    /// Scores of a block's key rows against 2 queries in the lane-group layout, one key row at a time, so K is read as
+    /// one stream: each of the D/8 steps broadcasts 8 coordinates of the key to both queries' lanes (one load) and
+    /// multiplies them into the queries' vector, 16 useful products per instruction; the 8 partial sums of each query
+    /// are added at the end of the row. Meanwhile the row of the block ahead at <paramref name="prefetch"/> is fetched.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void ScoreRows<TLanes>(float* keys, int n, int d, float* lanes, float* scores, int padded, byte* prefetch, int rowBytes)
-        where TLanes : struct, ILaneGroup
+    private static void ScoreTwoQueries(float* keys, int n, int d, float* lanes, float* scores, int padded, byte* prefetch, int rowBytes)
     {
-        int steps = d / TLanes.Coordinates;
+        int steps = d / 8;
         for (int r = 0; r < n; r++)
         {
             if (prefetch is not null)
@@ -238,59 +263,153 @@ internal static unsafe class FusedCpuDecode
             int c = 0;
             for (; c + 4 <= steps; c += 4)
             {
-                float* at = key + c * TLanes.Coordinates;
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), TLanes.Broadcast(at), a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 16), TLanes.Broadcast(at + TLanes.Coordinates), a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 32), TLanes.Broadcast(at + 2 * TLanes.Coordinates), a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 48), TLanes.Broadcast(at + 3 * TLanes.Coordinates), a3);
+                float* at = key + c * 8;
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), Avx512DQ.BroadcastVector256ToVector512(at), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 16), Avx512DQ.BroadcastVector256ToVector512(at + 8), a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 32), Avx512DQ.BroadcastVector256ToVector512(at + 16), a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16 + 48), Avx512DQ.BroadcastVector256ToVector512(at + 24), a3);
             }
-            for (; c < steps; c++) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), TLanes.Broadcast(key + c * TLanes.Coordinates), a0);
-            TLanes.Gather((a0 + a1) + (a2 + a3)).GetLower().Store(scores + (long)r * padded); // lane j: query j; padded is 8
+            for (; c < steps; c++) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(lanes + c * 16), Avx512DQ.BroadcastVector256ToVector512(key + c * 8), a0);
+            var sums = (a0 + a1) + (a2 + a3);                                     // lanes 8j … 8j + 7: query j
+            sums += Avx512F.Permute4x32(sums, 0xB1);                                // pairs
+            sums += Avx512F.Permute4x32(sums, 0x4E);                                // fours
+            sums += Avx512F.Shuffle4x128(sums, sums, 0xB1);                         // eights: 128-bit lanes swapped in pairs
+            Avx512F.PermuteVar16x32(sums, Vector512.Create(0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8)).GetLower().Store(scores + (long)r * padded);
+        }
+    }
+
+    /// <summary>Where the softmax weight of key row r for query j lies in the scores buffer: Row(p, r)[j · QueryStride].</summary>
+    private readonly struct WeightLayout(int shift, int step, int mask, int queryStride)
+    {
+        /// <summary>[block, G'] rows: row r at r · padded, queries adjacent.</summary>
+        public static WeightLayout Rows(int padded) => new(0, padded, 0, 1);
+
+        /// <summary>Quads of rows (<see cref="ScoreQuads"/>): rows 4i … 4i + 3 in vector i, query j in lanes 4j … 4j + 3.</summary>
+        public static WeightLayout Quads => new(2, 16, 3, 4);
+
+        public int QueryStride => queryStride;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Row(float* p, int r) => p + (r >> shift) * step + (r & mask);
+    }
+
+    /// <summary>
+    /// Eight consecutive coordinates of a key row as two float32 vectors, each with four coordinates repeated in every
+    /// 128-bit lane (one lane per query). Which four go in which vector is the type's choice; the queries are placed in
+    /// the same order (<see cref="PlaceInLaneGroup"/>), and a dot product does not care about the order.
+    /// </summary>
+    private interface IKeyOctets
+    {
+        /// <summary>Bytes per key element.</summary>
+        static abstract int ElementSize { get; }
+
+        /// <summary>Whether the two vectors hold the even and the odd coordinates (else the first four and the last four).</summary>
+        static abstract bool EvenOdd { get; }
+
+        /// <summary>The octet at <paramref name="at"/>.</summary>
+        static abstract (Vector512<float> First, Vector512<float> Second) Octet(byte* at);
+    }
+
+    /// <summary>float32 keys: coordinates 0–3 and 4–7, each broadcast by one load.</summary>
+    private readonly struct SingleKeys : IKeyOctets
+    {
+        public static int ElementSize => 4;
+        public static bool EvenOdd => false;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static (Vector512<float>, Vector512<float>) Octet(byte* at)
+            => (Avx512F.BroadcastVector128ToVector512((float*)at), Avx512F.BroadcastVector128ToVector512((float*)at + 4));
+    }
+
+    /// <summary>
+    /// bfloat16 keys, read in place: one 128-bit broadcast of 8 values; a value is the upper half of a float32, so the
+    /// even coordinates are the 32-bit lanes shifted left by 16 and the odd ones the lanes with the low half cleared.
+    /// </summary>
+    private readonly struct BFloat16Keys : IKeyOctets
+    {
+        public static int ElementSize => 2;
+        public static bool EvenOdd => true;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static (Vector512<float>, Vector512<float>) Octet(byte* at)
+        {
+            var bits = Avx512F.BroadcastVector128ToVector512((uint*)at);
+            return (Vector512.ShiftLeft(bits, 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());
         }
     }
 
     /// <summary>
-    /// How a 512-bit score vector is shared among L = 2 or 4 queries (a struct per L, so each use is inlined): m = 16/L
-    /// consecutive key coordinates broadcast to every query, and the partial sums gathered back to one lane per query.
+    /// Scores of a block's key rows against 4 queries in the lane-group layout, four rows at a time: each step's query
+    /// vector is loaded once for the four rows, and the four rows' partial sums are folded together by two rounds of
+    /// shuffles, so vector i of <paramref name="scores"/> holds rows 4i … 4i + 3, query j in lanes 4j … 4j + 3. Rows past
+    /// <paramref name="n"/> score −∞. Meanwhile the rows of the block ahead at <paramref name="prefetch"/> are fetched.
+    /// The keys are read in their own dtype (<typeparamref name="TKeys"/>), 8 coordinates a step.
     /// </summary>
-    private interface ILaneGroup
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
+    private static void ScoreQuads<TKeys>(byte* keys, int n, int d, float* lanes, float* scores, byte* prefetch, int prefetchRowBytes)
+        where TKeys : struct, IKeyOctets
     {
-        /// <summary>Key coordinates per step (m = 16/L).</summary>
-        static abstract int Coordinates { get; }
-
-        /// <summary>m coordinates at <paramref name="key"/>, repeated L times.</summary>
-        static abstract Vector512<float> Broadcast(float* key);
-
-        /// <summary>Lane j = the sum of lanes j·m … j·m + m − 1 (for j &lt; L; later lanes repeat these).</summary>
-        static abstract Vector512<float> Gather(Vector512<float> sums);
-    }
-
-    private readonly struct FourQueries : ILaneGroup
-    {
-        public static int Coordinates => 4;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float* key) => Avx512F.BroadcastVector128ToVector512(key);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Gather(Vector512<float> sums)
+        int rowBytes = d * TKeys.ElementSize;
+        for (int r = 0; r < n; r += 4)
         {
-            sums += Avx512F.Permute4x32(sums, 0xB1);                                // pairs
-            sums += Avx512F.Permute4x32(sums, 0x4E);                                // fours
-            return Avx512F.PermuteVar16x32(sums, Vector512.Create(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12));
+            if (prefetch is not null)
+                for (int line = 0; line < 4 * prefetchRowBytes; line += 64) Prefetch(prefetch + (long)r * prefetchRowBytes + line);
+            byte* k0 = keys + (long)r * rowBytes;
+            byte* k1 = r + 1 < n ? k0 + rowBytes : k0, k2 = r + 2 < n ? k0 + 2 * rowBytes : k0, k3 = r + 3 < n ? k0 + 3 * rowBytes : k0;
+            var a0 = Vector512<float>.Zero; var b0 = a0; var a1 = a0; var b1 = a0; var a2 = a0; var b2 = a0; var a3 = a0; var b3 = a0;
+            for (int c = 0; c < d; c += 8)
+            {
+                var l0 = Vector512.Load(lanes + c * 4);                           // the queries' lanes for this octet's two halves
+                var l1 = Vector512.Load(lanes + c * 4 + 16);
+                int at = c * TKeys.ElementSize;
+                var (e0, o0) = TKeys.Octet(k0 + at); a0 = Vector512.FusedMultiplyAdd(l0, e0, a0); b0 = Vector512.FusedMultiplyAdd(l1, o0, b0);
+                var (e1, o1) = TKeys.Octet(k1 + at); a1 = Vector512.FusedMultiplyAdd(l0, e1, a1); b1 = Vector512.FusedMultiplyAdd(l1, o1, b1);
+                var (e2, o2) = TKeys.Octet(k2 + at); a2 = Vector512.FusedMultiplyAdd(l0, e2, a2); b2 = Vector512.FusedMultiplyAdd(l1, o2, b2);
+                var (e3, o3) = TKeys.Octet(k3 + at); a3 = Vector512.FusedMultiplyAdd(l0, e3, a3); b3 = Vector512.FusedMultiplyAdd(l1, o3, b3);
+            }
+            Vector512<float> x0 = a0 + b0, x1 = a1 + b1, x2 = a2 + b2, x3 = a3 + b3;  // lane 4j + i: query j, coordinates ≡ i (mod 4)
+            var x01 = Avx512F.Shuffle(x0, x1, 0x88) + Avx512F.Shuffle(x0, x1, 0xDD);   // [x0 0+1, x0 2+3, x1 0+1, x1 2+3] per query
+            var x23 = Avx512F.Shuffle(x2, x3, 0x88) + Avx512F.Shuffle(x2, x3, 0xDD);
+            var quad = Avx512F.Shuffle(x01, x23, 0x88) + Avx512F.Shuffle(x01, x23, 0xDD); // lane 4j + i: query j, row r + i
+            if (n - r < 4)
+                quad = Vector512.ConditionalSelect(Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3), Vector512.Create(n - r)).AsSingle(),
+                    quad, Vector512.Create(float.NegativeInfinity));
+            quad.Store(scores + r * 4);
         }
     }
 
-    private readonly struct TwoQueries : ILaneGroup
+    /// <summary>
+    /// Online softmax over one block of quads (<see cref="ScoreQuads"/>) for 4 queries, 16 lanes busy: updates the
+    /// running max and sum (per query, repeated in its 4 lanes), rescales a query's accumulator when its max grows, and
+    /// leaves e^(score − max) in place of the scores.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
+    private static void SoftmaxQuads(float* scores, int n, ref Vector512<float> runMax, ref Vector512<float> runSum, float* acc, int d)
     {
-        public static int Coordinates => 8;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float* key) => Avx512DQ.BroadcastVector256ToVector512(key);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Gather(Vector512<float> sums)
+        int quads = (n + 3) / 4;
+        var blockMax = Vector512.Create(float.NegativeInfinity);
+        for (int i = 0; i < quads; i++) blockMax = Vector512.Max(blockMax, Vector512.Load(scores + i * 16));
+        blockMax = Vector512.Max(blockMax, Avx512F.Permute4x32(blockMax, 0xB1));
+        blockMax = Vector512.Max(blockMax, Avx512F.Permute4x32(blockMax, 0x4E));   // per query, in all 4 of its lanes
+        var newMax = Vector512.Max(runMax, blockMax);
+        var correction = Exp(runMax - newMax);                                        // e^(−∞) = 0 on the first block
+        runMax = newMax;
+        if (correction != Vector512<float>.One)
+            for (int j = 0; j < 4; j++)
+                if (correction[4 * j] != 1f) Scale(acc + j * d, d, correction[4 * j]);
+        var total = Vector512<float>.Zero;
+        for (int i = 0; i < quads; i++)
         {
-            sums += Avx512F.Permute4x32(sums, 0xB1);
-            sums += Avx512F.Permute4x32(sums, 0x4E);
-            sums += Avx512F.Shuffle4x128(sums, sums, 0xB1);                         // eights: 128-bit lanes swapped in pairs
-            return Avx512F.PermuteVar16x32(sums, Vector512.Create(0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8));
+            var p = Exp(Vector512.Load(scores + i * 16) - newMax);
+            p.Store(scores + i * 16);
+            total += p;
         }
+        total += Avx512F.Permute4x32(total, 0xB1);
+        total += Avx512F.Permute4x32(total, 0x4E);
+        runSum = runSum * correction + total;
     }
+
+    /// <summary>e^x for 16 floats, as <see cref="Exp(Vector256{float})"/> on each half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp(Vector512<float> x) => Vector512.Create(Exp(x.GetLower()), Exp(x.GetUpper()));
 
     /// <summary>One query (MHA) over one head's key range: dot products along D.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
@@ -406,9 +525,9 @@ internal static unsafe class FusedCpuDecode
     /// <paramref name="prefetch"/> are fetched in order, as many lines per row step as the step reads.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AccumulateValues4(float* p, int padded, float* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes, bool wide)
+    private static void AccumulateValues4(float* p, WeightLayout layout, float* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes, bool wide)
     {
-        int i = 0;
+        int i = 0, qs = layout.QueryStride;
         long fetched = prefetch is null ? prefetchBytes : 0;                    // bytes of the block ahead asked for so far
         if (wide && Avx512F.IsSupported)
             for (; i + 64 <= d; i += 64)
@@ -427,17 +546,17 @@ internal static unsafe class FusedCpuDecode
                     }
                     float* row = values + r * d + i;
                     var v0 = Vector512.Load(row); var v1 = Vector512.Load(row + 16); var v2 = Vector512.Load(row + 32); var v3 = Vector512.Load(row + 48);
-                    float* w = p + r * padded;
+                    float* w = layout.Row(p, r);
                     var w0 = Vector512.Create(w[0]);
                     c00 = Vector512.FusedMultiplyAdd(w0, v0, c00); c01 = Vector512.FusedMultiplyAdd(w0, v1, c01);
                     c02 = Vector512.FusedMultiplyAdd(w0, v2, c02); c03 = Vector512.FusedMultiplyAdd(w0, v3, c03);
-                    var w1 = Vector512.Create(w[1]);
+                    var w1 = Vector512.Create(w[qs]);
                     c10 = Vector512.FusedMultiplyAdd(w1, v0, c10); c11 = Vector512.FusedMultiplyAdd(w1, v1, c11);
                     c12 = Vector512.FusedMultiplyAdd(w1, v2, c12); c13 = Vector512.FusedMultiplyAdd(w1, v3, c13);
-                    var w2 = Vector512.Create(w[2]);
+                    var w2 = Vector512.Create(w[2 * qs]);
                     c20 = Vector512.FusedMultiplyAdd(w2, v0, c20); c21 = Vector512.FusedMultiplyAdd(w2, v1, c21);
                     c22 = Vector512.FusedMultiplyAdd(w2, v2, c22); c23 = Vector512.FusedMultiplyAdd(w2, v3, c23);
-                    var w3 = Vector512.Create(w[3]);
+                    var w3 = Vector512.Create(w[3 * qs]);
                     c30 = Vector512.FusedMultiplyAdd(w3, v0, c30); c31 = Vector512.FusedMultiplyAdd(w3, v1, c31);
                     c32 = Vector512.FusedMultiplyAdd(w3, v2, c32); c33 = Vector512.FusedMultiplyAdd(w3, v3, c33);
                 }
@@ -463,17 +582,17 @@ internal static unsafe class FusedCpuDecode
                 }
                 float* row = values + r * d + i;
                 var v0 = Vector256.Load(row); var v1 = Vector256.Load(row + 8); var v2 = Vector256.Load(row + 16); var v3 = Vector256.Load(row + 24);
-                float* w = p + r * padded;
+                float* w = layout.Row(p, r);
                 var w0 = Vector256.Create(w[0]);
                 c00 = Vector256.FusedMultiplyAdd(w0, v0, c00); c01 = Vector256.FusedMultiplyAdd(w0, v1, c01);
                 c02 = Vector256.FusedMultiplyAdd(w0, v2, c02); c03 = Vector256.FusedMultiplyAdd(w0, v3, c03);
-                var w1 = Vector256.Create(w[1]);
+                var w1 = Vector256.Create(w[qs]);
                 c10 = Vector256.FusedMultiplyAdd(w1, v0, c10); c11 = Vector256.FusedMultiplyAdd(w1, v1, c11);
                 c12 = Vector256.FusedMultiplyAdd(w1, v2, c12); c13 = Vector256.FusedMultiplyAdd(w1, v3, c13);
-                var w2 = Vector256.Create(w[2]);
+                var w2 = Vector256.Create(w[2 * qs]);
                 c20 = Vector256.FusedMultiplyAdd(w2, v0, c20); c21 = Vector256.FusedMultiplyAdd(w2, v1, c21);
                 c22 = Vector256.FusedMultiplyAdd(w2, v2, c22); c23 = Vector256.FusedMultiplyAdd(w2, v3, c23);
-                var w3 = Vector256.Create(w[3]);
+                var w3 = Vector256.Create(w[3 * qs]);
                 c30 = Vector256.FusedMultiplyAdd(w3, v0, c30); c31 = Vector256.FusedMultiplyAdd(w3, v1, c31);
                 c32 = Vector256.FusedMultiplyAdd(w3, v2, c32); c33 = Vector256.FusedMultiplyAdd(w3, v3, c33);
             }
@@ -489,13 +608,70 @@ internal static unsafe class FusedCpuDecode
             for (int r = 0; r < n; r++)
             {
                 var v0 = Vector256.Load(values + r * d + i);
-                float* w = p + r * padded;
+                float* w = layout.Row(p, r);
                 c0 = Vector256.FusedMultiplyAdd(Vector256.Create(w[0]), v0, c0);
-                c1 = Vector256.FusedMultiplyAdd(Vector256.Create(w[1]), v0, c1);
-                c2 = Vector256.FusedMultiplyAdd(Vector256.Create(w[2]), v0, c2);
-                c3 = Vector256.FusedMultiplyAdd(Vector256.Create(w[3]), v0, c3);
+                c1 = Vector256.FusedMultiplyAdd(Vector256.Create(w[qs]), v0, c1);
+                c2 = Vector256.FusedMultiplyAdd(Vector256.Create(w[2 * qs]), v0, c2);
+                c3 = Vector256.FusedMultiplyAdd(Vector256.Create(w[3 * qs]), v0, c3);
             }
             c0.Store(a0); c1.Store(a0 + d); c2.Store(a0 + 2 * d); c3.Store(a0 + 3 * d);
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="AccumulateValues4"/> for 4 queries over bfloat16 rows read in place (D a multiple of 32): a 512-bit
+    /// load holds 32 values, the lanes shifted left by 16 are the even coordinates and the lanes with the low half
+    /// cleared the odd ones, so each 32 outputs of <paramref name="acc"/> are kept as 16 even, then 16 odd
+    /// (<see cref="Interleave"/> restores the order). 4 × 64 outputs stay in registers while the rows stream past.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
+    private static void AccumulateBFloat16Values4(float* p, WeightLayout layout, ushort* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes)
+    {
+        int qs = layout.QueryStride;
+        long fetched = prefetch is null ? prefetchBytes : 0;
+        var high = Vector512.Create(0xFFFF0000u);
+        for (int i = 0; i < d; i += 32)
+        {
+            float* a0 = acc + i, a1 = a0 + d, a2 = a1 + d, a3 = a2 + d;
+            var e0 = Vector512.Load(a0); var o0 = Vector512.Load(a0 + 16); var e1 = Vector512.Load(a1); var o1 = Vector512.Load(a1 + 16);
+            var e2 = Vector512.Load(a2); var o2 = Vector512.Load(a2 + 16); var e3 = Vector512.Load(a3); var o3 = Vector512.Load(a3 + 16);
+            for (int r = 0; r < n; r++)
+            {
+                if (fetched < prefetchBytes)
+                {
+                    Prefetch(prefetch + fetched);
+                    fetched += 64;
+                }
+                var bits = Vector512.Load((uint*)(values + (long)r * d + i));
+                var even = Vector512.ShiftLeft(bits, 16).AsSingle();
+                var odd = (bits & high).AsSingle();
+                float* w = layout.Row(p, r);
+                var w0 = Vector512.Create(w[0]);
+                e0 = Vector512.FusedMultiplyAdd(w0, even, e0); o0 = Vector512.FusedMultiplyAdd(w0, odd, o0);
+                var w1 = Vector512.Create(w[qs]);
+                e1 = Vector512.FusedMultiplyAdd(w1, even, e1); o1 = Vector512.FusedMultiplyAdd(w1, odd, o1);
+                var w2 = Vector512.Create(w[2 * qs]);
+                e2 = Vector512.FusedMultiplyAdd(w2, even, e2); o2 = Vector512.FusedMultiplyAdd(w2, odd, o2);
+                var w3 = Vector512.Create(w[3 * qs]);
+                e3 = Vector512.FusedMultiplyAdd(w3, even, e3); o3 = Vector512.FusedMultiplyAdd(w3, odd, o3);
+            }
+            e0.Store(a0); o0.Store(a0 + 16); e1.Store(a1); o1.Store(a1 + 16);
+            e2.Store(a2); o2.Store(a2 + 16); e3.Store(a3); o3.Store(a3 + 16);
+        }
+    }
+
+    /// <summary>Restores the order of <paramref name="rows"/> rows of D outputs kept as 16 even, then 16 odd coordinates per 32.</summary>
+    private static void Interleave(float* acc, int rows, int d)
+    {
+        float* chunk = stackalloc float[32];
+        for (float* a = acc, end = acc + (long)rows * d; a < end; a += 32)
+        {
+            for (int t = 0; t < 16; t++)
+            {
+                chunk[2 * t] = a[t];
+                chunk[2 * t + 1] = a[16 + t];
+            }
+            new Span<float>(chunk, 32).CopyTo(new Span<float>(a, 32));
         }
     }
 

@@ -141,6 +141,10 @@ public class MultiHeadAttentionTests
     [InlineData(1, 10, 2, 35, 8, ScalarType.BFloat16)]     // G = 5, D = 8: four steps of two coordinates
     [InlineData(2, 4, 2, 50, 8, ScalarType.Float32)]       // G = 2, D = 8: a single step of eight coordinates
     [InlineData(1, 8, 2, 131, 96, ScalarType.Float32)]     // D = 96: a 64-wide value tile and a 32-wide one
+    [InlineData(1, 32, 8, 300, 128, ScalarType.BFloat16)]  // Llama-3 shape from bf16: K and V read in place as even/odd lanes
+    [InlineData(2, 6, 2, 45, 32, ScalarType.BFloat16)]     // G = 3 in place: the fourth query lane is empty
+    [InlineData(1, 8, 2, 70, 40, ScalarType.BFloat16)]     // D = 40: K read in place, V widened (not a multiple of 32)
+    [InlineData(1, 32, 8, 300, 128, ScalarType.Float16)]   // Llama-3 shape from fp16: widened, then quads of rows
     public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
