@@ -12,9 +12,9 @@ namespace GqaTransformer;
 /// in blocks of <see cref="KeyBlock"/>: a block of K rows is read once and scored against all G queries of the group,
 /// the scores go through an online softmax, and the matching block of V rows is read once and accumulated for all G
 /// queries. Work is split over (KV head, range of keys) and the ranges merged by log-sum-exp, so even one KV head keeps
-/// every core busy, on libtorch's own OpenMP threads (<see cref="OpenMpTeam"/>). Computes in float32; float16 caches
-/// (and bfloat16 ones outside the four-query form) are widened block by block into a scratch buffer that stays in L1,
-/// so a half-precision cache is read at half the bytes.
+/// every core busy, on libtorch's own OpenMP threads (<see cref="OpenMpTeam"/>). Computes in float32; half-precision
+/// caches are read at half the bytes, in place in the four-query form and otherwise widened block by block into a
+/// scratch buffer that stays in L1.
 /// </summary>
 /// <remarks>
 /// Register tiling (ADR 0006). Scores, 256-bit form: the G queries are stored transposed, [D, G'] with G' = G rounded up
@@ -24,11 +24,13 @@ namespace GqaTransformer;
 /// queries (or 8 of 2), one 128-bit (256-bit) broadcast of the key lines up with all of them, and each key row is read
 /// once, in order. For G = 3 or 4 the rows are scored four at a time (ADR 0010): each query vector is loaded once for
 /// four rows, and the four rows' partial sums fold into one vector by two rounds of shuffles, so the scores come out in
-/// quads of rows, 16 to a vector, and the softmax runs with all 16 lanes busy. A bfloat16 cache is then read in place,
-/// not widened: a bfloat16 value is the upper half of a float32, so a vector of 32-bit lanes gives its even coordinates
-/// by a shift and its odd ones by a mask; the queries are laid out in the same order, and the value accumulators are
-/// put back in order once per task. Values: 4 queries × 32 coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in
-/// registers while the block's V rows stream past. MHA (G = 1) uses a dot-product form instead, since there is one
+/// quads of rows, 16 to a vector, and the softmax runs with all 16 lanes busy. A 16-bit cache is then read in place,
+/// not widened: read as 32-bit lanes, a bfloat16 pair gives its even value by a shift and its odd one by a mask, and a
+/// float16 pair its values times 2^-112 by shifts and masks (the queries and the softmax weights carry the 2^112; a
+/// block holding a float16 infinity or NaN sends the task back through widening). The queries are laid out in the
+/// same even/odd order, and the value accumulators are put back in order once per task. Values: 4 queries × 32
+/// coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in registers while the block's V rows
+/// stream past. MHA (G = 1) uses a dot-product form instead, since there is one
 /// query per head. Rows are fetched ahead into L2: reading 8 rows at a time is a pattern the hardware prefetcher does
 /// not follow (prefetching alone made it 2x faster); the kernel asks for the K rows of a block ahead while it scores and
 /// for the V rows while it accumulates, so requests go out evenly rather than in one burst (ADR 0008).
@@ -157,58 +159,90 @@ internal static unsafe class FusedCpuDecode
         {
             fixed (float* qt = queries, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
-                new Span<float>(qt, queryFloats).Clear();
                 bool quads = groupLanes == 4;                                   // scores in quads of rows, softmax at 16 lanes
-                bool bfloat16Keys = quads && dtype == ScalarType.BFloat16;      // read in place, as even and odd coordinates
-                bool bfloat16Values = bfloat16Keys && d % 32 == 0;
+                // 16-bit caches are read in place by the quads form (bfloat16 always, float16 unless a query is too
+                // large for its 2^112 scale); a float16 infinity or NaN sends the task back through widening.
+                bool inPlace = quads && (dtype == ScalarType.BFloat16 || dtype == ScalarType.Float16);
+                bool half = dtype == ScalarType.Float16;
                 int querySize = KvCache.ElementSize(queryDtype);
-                for (int j = 0; j < g; j++)
-                {
-                    SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
-                    if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, bfloat16Keys, scale, qt);
-                    else for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
-                }
+                if (inPlace && half)
+                    for (int j = 0; j < g && inPlace; j++)
+                    {
+                        SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
+                        for (int i = 0; i < d; i++) inPlace &= MathF.Abs(wide[i] * scale) < 65504f;
+                    }
                 int rowsOfG = (g + 3) / 4 * 4;
                 int size = KvCache.ElementSize(dtype);
                 int distance = groupLanes > 0 ? WidePrefetchDistance : GroupPrefetchDistance;
                 var weights = quads ? WeightLayout.Quads : WeightLayout.Rows(padded);
                 var runMax = Vector512.Create(float.NegativeInfinity);          // quads: per query, repeated in its 4 lanes
                 var runSum = Vector512<float>.Zero;
-                for (int t0 = 0; t0 < length; t0 += KeyBlock)
+                while (true)
                 {
-                    int n = Math.Min(KeyBlock, length - t0);
-                    // Rows of the block `distance` ahead, if it is whole: K fetched while scoring, V while accumulating.
-                    long ahead = n == KeyBlock && t0 + (distance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
-                    byte* nextK = k + (long)(t0 + distance * KeyBlock) * d * size;
-                    byte* nextV = v + (long)(t0 + distance * KeyBlock) * d * size;
-                    if (quads)
+                    bool valuesInPlace = inPlace && d % 32 == 0;
+                    float queryScale = inPlace && half ? HalfWords.Scale : 1f;
+                    new Span<float>(qt, queryFloats).Clear();
+                    for (int j = 0; j < g; j++)
                     {
-                        if (bfloat16Keys) ScoreQuads<BFloat16Keys>(k + (long)t0 * d * size, n, d, qt, sc, ahead > 0 ? nextK : null, d * size);
-                        else ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, ahead > 0 ? nextK : null, d * size);
-                        SoftmaxQuads(sc, n, ref runMax, ref runSum, acc, d);
-                        if (bfloat16Values) AccumulateBFloat16Values4(sc, weights, (ushort*)v + (long)t0 * d, n, d, acc, nextV, ahead);
-                        else AccumulateValues4(sc, weights, Rows(v, t0, n, d, dtype, wide), n, d, acc, nextV, ahead, true);
-                        continue;
+                        SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
+                        if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, inPlace, scale * queryScale, qt);
+                        else for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
                     }
-                    float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
-                    if (groupLanes > 0) ScoreTwoQueries(keys, n, d, qt, sc, padded, ahead > 0 ? nextK : null, d * size);
-                    else
+                    bool specials = false;                                        // an fp16 infinity or NaN in a block read in place
+                    for (int t0 = 0; t0 < length; t0 += KeyBlock)
                     {
-                        long perCall = ahead / (KeyBlock / 8);                   // each of the block's Score8 calls fetches a share
-                        for (int r = 0; r < n; r += 8)
+                        int n = Math.Min(KeyBlock, length - t0);
+                        // Rows of the block `distance` ahead, if it is whole: K fetched while scoring, V while accumulating.
+                        long ahead = n == KeyBlock && t0 + (distance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
+                        byte* nextK = k + (long)(t0 + distance * KeyBlock) * d * size;
+                        byte* nextV = v + (long)(t0 + distance * KeyBlock) * d * size;
+                        if (quads)
                         {
-                            for (int j = 0; j < padded; j += 8)
-                                if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? nextK + r / 8 * perCall : null, perCall);
-                                else for (int rr = r; rr < n; rr++) Score1(keys + rr * d, qt + j, padded, d, sc + rr * padded + j);
+                            byte* block = k + (long)t0 * d * size;
+                            byte* fetch = ahead > 0 ? nextK : null;
+                            ushort* rows = (ushort*)v + (long)t0 * d;
+                            if (inPlace && half && Specials((ushort*)block, rows, n * d))
+                            {
+                                specials = true;
+                                break;
+                            }
+                            if (!inPlace) ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, fetch, d * size);
+                            else if (half) ScoreQuads<InPlaceKeys<HalfWords>>(block, n, d, qt, sc, fetch, d * size);
+                            else ScoreQuads<InPlaceKeys<BFloat16Words>>(block, n, d, qt, sc, fetch, d * size);
+                            SoftmaxQuads(sc, n, ref runMax, ref runSum, acc, d);
+                            if (!valuesInPlace) AccumulateValues4(sc, weights, Rows(v, t0, n, d, dtype, wide), n, d, acc, nextV, ahead, true);
+                            else if (half) AccumulateInPlaceValues4<HalfWords>(sc, weights, rows, n, d, acc, nextV, ahead);
+                            else AccumulateInPlaceValues4<BFloat16Words>(sc, weights, rows, n, d, acc, nextV, ahead);
+                            continue;
                         }
+                        float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
+                        if (groupLanes > 0) ScoreTwoQueries(keys, n, d, qt, sc, padded, ahead > 0 ? nextK : null, d * size);
+                        else
+                        {
+                            long perCall = ahead / (KeyBlock / 8);                   // each of the block's Score8 calls fetches a share
+                            for (int r = 0; r < n; r += 8)
+                            {
+                                for (int j = 0; j < padded; j += 8)
+                                    if (n - r >= 8) Score8(keys + r * d, qt + j, padded, d, sc + r * padded + j, j == 0 ? nextK + r / 8 * perCall : null, perCall);
+                                    else for (int rr = r; rr < n; rr++) Score1(keys + rr * d, qt + j, padded, d, sc + rr * padded + j);
+                            }
+                        }
+                        for (int j = 0; j < padded; j += 8)
+                            SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
+                        float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
+                        for (int j = 0; j < rowsOfG; j += 4)
+                            AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
                     }
-                    for (int j = 0; j < padded; j += 8)
-                        SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
-                    float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
-                    for (int j = 0; j < rowsOfG; j += 4)
-                        AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
+                    if (!specials)
+                    {
+                        if (valuesInPlace) Interleave(acc, 4, d);
+                        break;
+                    }
+                    inPlace = false;                                              // an fp16 infinity or NaN: once more, widened
+                    state.Reset();
+                    runMax = Vector512.Create(float.NegativeInfinity);
+                    runSum = Vector512<float>.Zero;
                 }
-                if (bfloat16Values) Interleave(acc, 4, d);
                 if (quads)
                     for (int j = 0; j < 4; j++)
                     {
@@ -303,9 +337,6 @@ internal static unsafe class FusedCpuDecode
         /// <summary>Bytes per key element.</summary>
         static abstract int ElementSize { get; }
 
-        /// <summary>Whether the two vectors hold the even and the odd coordinates (else the first four and the last four).</summary>
-        static abstract bool EvenOdd { get; }
-
         /// <summary>The octet at <paramref name="at"/>.</summary>
         static abstract (Vector512<float> First, Vector512<float> Second) Octet(byte* at);
     }
@@ -314,25 +345,58 @@ internal static unsafe class FusedCpuDecode
     private readonly struct SingleKeys : IKeyOctets
     {
         public static int ElementSize => 4;
-        public static bool EvenOdd => false;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static (Vector512<float>, Vector512<float>) Octet(byte* at)
             => (Avx512F.BroadcastVector128ToVector512((float*)at), Avx512F.BroadcastVector128ToVector512((float*)at + 4));
     }
 
-    /// <summary>
-    /// bfloat16 keys, read in place: one 128-bit broadcast of 8 values; a value is the upper half of a float32, so the
-    /// even coordinates are the 32-bit lanes shifted left by 16 and the odd ones the lanes with the low half cleared.
-    /// </summary>
-    private readonly struct BFloat16Keys : IKeyOctets
+    /// <summary>16-bit keys read in place (<typeparamref name="TWords"/>): one 128-bit broadcast of 8 values, split into even and odd coordinates.</summary>
+    private readonly struct InPlaceKeys<TWords> : IKeyOctets where TWords : struct, IHalfWords
     {
         public static int ElementSize => 2;
-        public static bool EvenOdd => true;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static (Vector512<float>, Vector512<float>) Octet(byte* at)
+            => TWords.Split(Avx512F.BroadcastVector128ToVector512((uint*)at));
+    }
+
+    /// <summary>
+    /// 32-bit words that each hold two 16-bit values, the even coordinate in the low half: as float32 lanes, the even and
+    /// the odd values times <see cref="Scale"/>⁻¹ (so the other operand is multiplied by <see cref="Scale"/>).
+    /// </summary>
+    private interface IHalfWords
+    {
+        /// <summary>What the other operand of each product is multiplied by: 1, or 2^112 for float16.</summary>
+        static abstract float Scale { get; }
+
+        /// <summary>The even and odd values.</summary>
+        static abstract (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words);
+    }
+
+    /// <summary>bfloat16 is the upper half of a float32: the even values are the words shifted left by 16, the odd ones the words with the low half cleared. Exact for every value.</summary>
+    private readonly struct BFloat16Words : IHalfWords
+    {
+        public static float Scale => 1f;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static (Vector512<float>, Vector512<float>) Split(Vector512<uint> words)
+            => (Vector512.ShiftLeft(words, 16).AsSingle(), (words & Vector512.Create(0xFFFF0000u)).AsSingle());
+    }
+
+    /// <summary>
+    /// float16 moved into float32's places as ADR 0009's decode linear does: sign to bit 31, exponent and mantissa
+    /// shifted right by 3 (an arithmetic shift, then a mask), which is the value times 2^-112, exactly, for normal and
+    /// subnormal values. Infinities and NaNs (exponent 31) would come out finite; <see cref="Specials"/> finds them
+    /// in a block before it is used, and the caller falls back to widening.
+    /// </summary>
+    private readonly struct HalfWords : IHalfWords
+    {
+        public static float Scale => 5.192297e33f;                             // 2^112
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static (Vector512<float>, Vector512<float>) Split(Vector512<uint> words)
         {
-            var bits = Avx512F.BroadcastVector128ToVector512((uint*)at);
-            return (Vector512.ShiftLeft(bits, 16).AsSingle(), (bits & Vector512.Create(0xFFFF0000u)).AsSingle());
+            var mask = Vector512.Create(unchecked((int)0x8FFFE000));
+            var even = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(words, 16).AsInt32(), 3) & mask;
+            var odd = Vector512.ShiftRightArithmetic(words.AsInt32(), 3) & mask;
+            return (even.AsSingle(), odd.AsSingle());
         }
     }
 
@@ -619,17 +683,17 @@ internal static unsafe class FusedCpuDecode
     }
 
     /// <summary>
-    /// As <see cref="AccumulateValues4"/> for 4 queries over bfloat16 rows read in place (D a multiple of 32): a 512-bit
-    /// load holds 32 values, the lanes shifted left by 16 are the even coordinates and the lanes with the low half
-    /// cleared the odd ones, so each 32 outputs of <paramref name="acc"/> are kept as 16 even, then 16 odd
-    /// (<see cref="Interleave"/> restores the order). 4 × 64 outputs stay in registers while the rows stream past.
+    /// As <see cref="AccumulateValues4"/> for 4 queries over 16-bit rows read in place (<typeparamref name="TWords"/>; D a
+    /// multiple of 32): a 512-bit load holds 32 values, split into 16 even and 16 odd coordinates, so each 32 outputs of
+    /// <paramref name="acc"/> are kept as 16 even, then 16 odd (<see cref="Interleave"/> restores the order). The weights
+    /// are multiplied by the split's scale. 4 × 32 outputs stay in registers while the rows stream past.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AccumulateBFloat16Values4(float* p, WeightLayout layout, ushort* values, int n, int d, float* acc, byte* prefetch, long prefetchBytes)
+    private static void AccumulateInPlaceValues4<TWords>(float* p, WeightLayout layout, ushort* values, int n, int d, float* acc,
+        byte* prefetch, long prefetchBytes) where TWords : struct, IHalfWords
     {
         int qs = layout.QueryStride;
         long fetched = prefetch is null ? prefetchBytes : 0;
-        var high = Vector512.Create(0xFFFF0000u);
         for (int i = 0; i < d; i += 32)
         {
             float* a0 = acc + i, a1 = a0 + d, a2 = a1 + d, a3 = a2 + d;
@@ -642,23 +706,43 @@ internal static unsafe class FusedCpuDecode
                     Prefetch(prefetch + fetched);
                     fetched += 64;
                 }
-                var bits = Vector512.Load((uint*)(values + (long)r * d + i));
-                var even = Vector512.ShiftLeft(bits, 16).AsSingle();
-                var odd = (bits & high).AsSingle();
+                var (even, odd) = TWords.Split(Vector512.Load((uint*)(values + (long)r * d + i)));
                 float* w = layout.Row(p, r);
-                var w0 = Vector512.Create(w[0]);
+                var w0 = Vector512.Create(w[0] * TWords.Scale);
                 e0 = Vector512.FusedMultiplyAdd(w0, even, e0); o0 = Vector512.FusedMultiplyAdd(w0, odd, o0);
-                var w1 = Vector512.Create(w[qs]);
+                var w1 = Vector512.Create(w[qs] * TWords.Scale);
                 e1 = Vector512.FusedMultiplyAdd(w1, even, e1); o1 = Vector512.FusedMultiplyAdd(w1, odd, o1);
-                var w2 = Vector512.Create(w[2 * qs]);
+                var w2 = Vector512.Create(w[2 * qs] * TWords.Scale);
                 e2 = Vector512.FusedMultiplyAdd(w2, even, e2); o2 = Vector512.FusedMultiplyAdd(w2, odd, o2);
-                var w3 = Vector512.Create(w[3 * qs]);
+                var w3 = Vector512.Create(w[3 * qs] * TWords.Scale);
                 e3 = Vector512.FusedMultiplyAdd(w3, even, e3); o3 = Vector512.FusedMultiplyAdd(w3, odd, o3);
             }
             e0.Store(a0); o0.Store(a0 + 16); e1.Store(a1); o1.Store(a1 + 16);
             e2.Store(a2); o2.Store(a2 + 16); e3.Store(a3); o3.Store(a3 + 16);
         }
     }
+
+    /// <summary>
+    /// Whether one of the first <paramref name="count"/> float16 values of either block is an infinity or a NaN (exponent
+    /// 31): adding 1 to a half's exponent field then carries into its sign bit's place. Count is a multiple of 8.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per block: skip the unoptimised first tier
+    private static bool Specials(ushort* keys, ushort* values, int count)
+    {
+        var flags = Vector512<uint>.Zero;
+        int i = 0;
+        for (; i + 32 <= count; i += 32)
+            flags |= ExponentCarry(Vector512.Load((uint*)(keys + i))) | ExponentCarry(Vector512.Load((uint*)(values + i)));
+        bool found = flags != Vector512<uint>.Zero;
+        for (; i < count && !found; i += 8)
+            found = ExponentCarry(Vector512.Create(Vector128.Load((uint*)(keys + i)))) != Vector512<uint>.Zero
+                    || ExponentCarry(Vector512.Create(Vector128.Load((uint*)(values + i)))) != Vector512<uint>.Zero;
+        return found;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> ExponentCarry(Vector512<uint> words)
+        => ((words & Vector512.Create(0x7C007C00u)) + Vector512.Create(0x04000400u)) & Vector512.Create(0x80008000u);
 
     /// <summary>Restores the order of <paramref name="rows"/> rows of D outputs kept as 16 even, then 16 odd coordinates per 32.</summary>
     private static void Interleave(float* acc, int rows, int d)

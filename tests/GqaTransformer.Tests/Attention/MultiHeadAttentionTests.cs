@@ -193,6 +193,48 @@ public class MultiHeadAttentionTests
         FluentActions.Invoking(() => FusedCpuDecode.Run(q, k, v, ScalarType.Float64)).Should().Throw<ArgumentException>().WithParameterName("outputDtype");
     }
 
+    [Theory]
+    [InlineData("values")]      // +∞ and NaN in V: the in-place split would read them as finite numbers
+    [InlineData("keys")]        // ±∞ and NaN in K
+    [InlineData("subnormal")]   // float16 subnormals in K and V, which the split maps exactly
+    [InlineData("large query")] // |q|/√D beyond 65504: the 2^112 scale would overflow, so the cache is widened
+    public void Fused_cpu_decode_kernel_reads_float16_specials_and_extremes_as_textbook_attention(string kind)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(18);
+        var q = randn(1, 2, 4, 64);                                                 // G = 4: the quads form, fp16 read in place
+        var k = randn(1, 2, 70, 64);
+        var v = randn(1, 2, 70, 64);
+        switch (kind)
+        {
+            case "values":
+                v[0, 0, 5, 3] = tensor(double.PositiveInfinity);
+                v[0, 1, 40, 10] = tensor(double.NaN);
+                break;
+            case "keys":
+                k[0, 0, 7, 2] = tensor(double.PositiveInfinity);
+                k[0, 1, 60, 0] = tensor(double.NaN);
+                break;
+            case "subnormal":
+                k.narrow(3, 0, 16).mul_(1e-4);
+                v.narrow(3, 32, 16).mul_(1e-5);
+                break;
+            default:
+                q.mul_(2e6);
+                break;
+        }
+        k = k.to(ScalarType.Float16);
+        v = v.to(ScalarType.Float16);
+        FusedCpuDecode.Supports(q, k, v, null).Should().BeTrue();
+        var textbook = (q.to(ScalarType.Float64).matmul(k.to(ScalarType.Float64).transpose(2, 3)) / 8.0).softmax(-1).matmul(v.to(ScalarType.Float64));
+        foreach (bool wide in FusedCpuDecode.WideScores ? new[] { false, true } : [false])
+        {
+            var fused = FusedCpuDecode.Run(q, k, v, ScalarType.Float32, wide).to(ScalarType.Float64);
+            fused.isclose(textbook, 1e-4, 1e-4, true).all().item<bool>().Should().BeTrue($"{kind}, wide scores: {wide}");
+        }
+        if (kind is "values" or "keys") textbook.isnan().any().item<bool>().Should().BeTrue("the case has NaNs to compare");
+    }
+
     internal static void LoadRepeated(MultiHeadAttention gqa, MultiHeadAttention mha, int groupSize, int headDim)
     {
         using var scope = NewDisposeScope();
