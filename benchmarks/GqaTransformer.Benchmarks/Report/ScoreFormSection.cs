@@ -16,12 +16,12 @@ internal static class ScoreFormSection
         md.Line("One decode step of attention at 4096 tokens (32 query heads, head 128 unless stated), batch 1, each call after an untimed");
         md.Line("read of 256 MiB: `FusedCpuDecode` with the 256-bit transposed scores (queries padded to 8 lanes, 8 key rows read side by side)");
         md.Line("against the 512-bit lane groups (ADR 0009: 16/G coordinates broadcast to each of G queries; for G = 3-4 four key rows per pass,");
-        md.Line("the scores in quads of rows and a bf16 cache read in place, ADR 0010), and a read of 1 GiB in the same rounds. Median of");
+        md.Line("the scores in quads of rows and a bf16 or fp16 cache read in place, ADR 0010), and a read of 1 GiB in the same rounds. Median of");
         md.Line($"{rounds} interleaved rounds; *× floor* as in section 2. The lane groups serve G = 2 to 4; for larger groups the 256-bit form");
         md.Line("fills its lanes and both forms are the same code.").Line();
         using var cold = new ColdRounds();
         var rows = new List<string[]>();
-        foreach (var (kv, dim, dtype) in new[] { (8, 128, ScalarType.Float32), (16, 128, ScalarType.Float32), (8, 128, ScalarType.BFloat16), (8, 64, ScalarType.Float32) })
+        foreach (var (kv, dim, dtype) in new[] { (8, 128, ScalarType.Float32), (16, 128, ScalarType.Float32), (8, 128, ScalarType.BFloat16), (8, 128, ScalarType.Float16), (8, 64, ScalarType.Float32) })
         {
             progress($"score forms: {kv} kv heads, head {dim}, {dtype}");
             using var scope = NewDisposeScope();
