@@ -28,7 +28,8 @@ namespace GqaTransformer;
 /// not widened: read as 32-bit lanes, a bfloat16 pair gives its even value by a shift and its odd one by a mask, and a
 /// float16 pair its values times 2^-112 by shifts and masks (the queries and the softmax weights carry the 2^112; a
 /// block holding a float16 infinity or NaN sends the task back through widening). The queries are laid out in the
-/// same even/odd order, and the value accumulators are put back in order once per task. Values: 4 queries × 32
+/// same even/odd order, and the value accumulators are put back in order once per task. Values are read in place that
+/// way by the other forms too, wherever the CPU has AVX-512 and D is a multiple of 32. Values: 4 queries × 32
 /// coordinates of the output (× 64 with AVX-512 in the lane-group form) stay in registers while the block's V rows
 /// stream past. MHA (G = 1) uses a dot-product form instead, since there is one
 /// query per head. Rows are fetched ahead into L2: reading 8 rows at a time is a pattern the hardware prefetcher does
@@ -160,12 +161,13 @@ internal static unsafe class FusedCpuDecode
             fixed (float* qt = queries, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 bool quads = groupLanes == 4;                                   // scores in quads of rows, softmax at 16 lanes
-                // 16-bit caches are read in place by the quads form (bfloat16 always, float16 unless a query is too
-                // large for its 2^112 scale); a float16 infinity or NaN sends the task back through widening.
-                bool inPlace = quads && (dtype == ScalarType.BFloat16 || dtype == ScalarType.Float16);
+                // 16-bit caches are read in place where the CPU has AVX-512: keys by the quads form (bfloat16 always,
+                // float16 unless a query is too large for its 2^112 scale), values by every form when D is a multiple
+                // of 32; a float16 infinity or NaN in a block read in place sends the task back through widening.
+                bool inPlace = Avx512F.IsSupported && Vector512.IsHardwareAccelerated && (dtype == ScalarType.BFloat16 || dtype == ScalarType.Float16);
                 bool half = dtype == ScalarType.Float16;
                 int querySize = KvCache.ElementSize(queryDtype);
-                if (inPlace && half)
+                if (inPlace && half && quads)
                     for (int j = 0; j < g && inPlace; j++)
                     {
                         SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
@@ -179,13 +181,14 @@ internal static unsafe class FusedCpuDecode
                 var runSum = Vector512<float>.Zero;
                 while (true)
                 {
+                    bool keysInPlace = inPlace && quads;
                     bool valuesInPlace = inPlace && d % 32 == 0;
-                    float queryScale = inPlace && half ? HalfWords.Scale : 1f;
+                    float queryScale = keysInPlace && half ? HalfWords.Scale : 1f;
                     new Span<float>(qt, queryFloats).Clear();
                     for (int j = 0; j < g; j++)
                     {
                         SmallCpuOps.ToSingle(q + (long)j * d * querySize, queryDtype, new Span<float>(wide, d));
-                        if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, inPlace, scale * queryScale, qt);
+                        if (groupLanes > 0) PlaceInLaneGroup(wide, j, d, groupLanes, keysInPlace, scale * queryScale, qt);
                         else for (int i = 0; i < d; i++) qt[i * padded + j] = wide[i] * scale;
                     }
                     bool specials = false;                                        // an fp16 infinity or NaN in a block read in place
@@ -196,17 +199,17 @@ internal static unsafe class FusedCpuDecode
                         long ahead = n == KeyBlock && t0 + (distance + 1) * KeyBlock <= length ? (long)KeyBlock * d * size : 0;
                         byte* nextK = k + (long)(t0 + distance * KeyBlock) * d * size;
                         byte* nextV = v + (long)(t0 + distance * KeyBlock) * d * size;
+                        byte* block = k + (long)t0 * d * size;
+                        ushort* rows = (ushort*)v + (long)t0 * d;
+                        if (half && ((keysInPlace && Specials((ushort*)block, n * d)) || (valuesInPlace && Specials(rows, n * d))))
+                        {
+                            specials = true;
+                            break;
+                        }
                         if (quads)
                         {
-                            byte* block = k + (long)t0 * d * size;
                             byte* fetch = ahead > 0 ? nextK : null;
-                            ushort* rows = (ushort*)v + (long)t0 * d;
-                            if (inPlace && half && Specials((ushort*)block, rows, n * d))
-                            {
-                                specials = true;
-                                break;
-                            }
-                            if (!inPlace) ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, fetch, d * size);
+                            if (!keysInPlace) ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, fetch, d * size);
                             else if (half) ScoreQuads<InPlaceKeys<HalfWords>>(block, n, d, qt, sc, fetch, d * size);
                             else ScoreQuads<InPlaceKeys<BFloat16Words>>(block, n, d, qt, sc, fetch, d * size);
                             SoftmaxQuads(sc, n, ref runMax, ref runSum, acc, d);
@@ -229,13 +232,18 @@ internal static unsafe class FusedCpuDecode
                         }
                         for (int j = 0; j < padded; j += 8)
                             SoftmaxBlock(sc + j, padded, n, max + j, sum + j, acc + j * d, d);
-                        float* values = Rows(v, t0, n, d, dtype, wide);              // [n, D]
+                        float* values = valuesInPlace ? null : Rows(v, t0, n, d, dtype, wide); // [n, D]
                         for (int j = 0; j < rowsOfG; j += 4)
-                            AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, j == 0 ? nextV : null, ahead, groupLanes > 0);
+                        {
+                            byte* fetchV = j == 0 ? nextV : null;
+                            if (!valuesInPlace) AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, fetchV, ahead, groupLanes > 0);
+                            else if (half) AccumulateInPlaceValues4<HalfWords>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
+                            else AccumulateInPlaceValues4<BFloat16Words>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
+                        }
                     }
                     if (!specials)
                     {
-                        if (valuesInPlace) Interleave(acc, 4, d);
+                        if (valuesInPlace) Interleave(acc, rowsOfG, d);
                         break;
                     }
                     inPlace = false;                                              // an fp16 infinity or NaN: once more, widened
@@ -723,20 +731,19 @@ internal static unsafe class FusedCpuDecode
     }
 
     /// <summary>
-    /// Whether one of the first <paramref name="count"/> float16 values of either block is an infinity or a NaN (exponent
+    /// Whether one of the first <paramref name="count"/> float16 values of a block is an infinity or a NaN (exponent
     /// 31): adding 1 to a half's exponent field then carries into its sign bit's place. Count is a multiple of 8.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per block: skip the unoptimised first tier
-    private static bool Specials(ushort* keys, ushort* values, int count)
+    private static bool Specials(ushort* block, int count)
     {
         var flags = Vector512<uint>.Zero;
         int i = 0;
-        for (; i + 32 <= count; i += 32)
-            flags |= ExponentCarry(Vector512.Load((uint*)(keys + i))) | ExponentCarry(Vector512.Load((uint*)(values + i)));
+        for (; i + 64 <= count; i += 64)
+            flags |= ExponentCarry(Vector512.Load((uint*)(block + i))) | ExponentCarry(Vector512.Load((uint*)(block + i + 32)));
+        for (; i + 32 <= count; i += 32) flags |= ExponentCarry(Vector512.Load((uint*)(block + i)));
         bool found = flags != Vector512<uint>.Zero;
-        for (; i < count && !found; i += 8)
-            found = ExponentCarry(Vector512.Create(Vector128.Load((uint*)(keys + i)))) != Vector512<uint>.Zero
-                    || ExponentCarry(Vector512.Create(Vector128.Load((uint*)(values + i)))) != Vector512<uint>.Zero;
+        for (; i < count && !found; i += 8) found = ExponentCarry(Vector512.Create(Vector128.Load((uint*)(block + i)))) != Vector512<uint>.Zero;
         return found;
     }
 

@@ -144,7 +144,11 @@ public class MultiHeadAttentionTests
     [InlineData(1, 32, 8, 300, 128, ScalarType.BFloat16)]  // Llama-3 shape from bf16: K and V read in place as even/odd lanes
     [InlineData(2, 6, 2, 45, 32, ScalarType.BFloat16)]     // G = 3 in place: the fourth query lane is empty
     [InlineData(1, 8, 2, 70, 40, ScalarType.BFloat16)]     // D = 40: K read in place, V widened (not a multiple of 32)
-    [InlineData(1, 32, 8, 300, 128, ScalarType.Float16)]   // Llama-3 shape from fp16: widened, then quads of rows
+    [InlineData(1, 32, 8, 300, 128, ScalarType.Float16)]   // Llama-3 shape from fp16: K and V read in place, re-based by 2^112
+    [InlineData(2, 32, 4, 100, 128, ScalarType.BFloat16)]  // G = 8: keys widened, values read in place
+    [InlineData(1, 32, 4, 77, 64, ScalarType.Float16)]     // G = 8 from fp16: values in place, weights scaled by 2^112
+    [InlineData(1, 32, 1, 129, 128, ScalarType.BFloat16)]  // MQA from bf16: four query tiles, values in place
+    [InlineData(1, 10, 2, 35, 32, ScalarType.Float16)]     // G = 5 (padded to 8): the in-place outputs of the empty rows too
     public void Fused_cpu_decode_kernel_equals_textbook_attention(int batch, int heads, int kvHeads, int keys, int headDim, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
@@ -198,11 +202,13 @@ public class MultiHeadAttentionTests
     [InlineData("keys")]        // ±∞ and NaN in K
     [InlineData("subnormal")]   // float16 subnormals in K and V, which the split maps exactly
     [InlineData("large query")] // |q|/√D beyond 65504: the 2^112 scale would overflow, so the cache is widened
-    public void Fused_cpu_decode_kernel_reads_float16_specials_and_extremes_as_textbook_attention(string kind)
+    [InlineData("values", 8)]   // G = 8: keys widened, values read in place
+    [InlineData("subnormal", 8)]
+    public void Fused_cpu_decode_kernel_reads_float16_specials_and_extremes_as_textbook_attention(string kind, int group = 4)
     {
         using var scope = NewDisposeScope();
         manual_seed(18);
-        var q = randn(1, 2, 4, 64);                                                 // G = 4: the quads form, fp16 read in place
+        var q = randn(1, 2, group, 64);                                             // G = 4: the quads form, fp16 read in place
         var k = randn(1, 2, 70, 64);
         var v = randn(1, 2, 70, 64);
         switch (kind)
