@@ -183,7 +183,7 @@ internal static unsafe class FusedCpuDecode
                 {
                     bool keysInPlace = inPlace && quads;
                     bool valuesInPlace = inPlace && d % 32 == 0;
-                    float queryScale = keysInPlace && half ? HalfWords.Scale : 1f;
+                    float queryScale = keysInPlace && half ? HalfPairs.Scale : 1f;
                     new Span<float>(qt, queryFloats).Clear();
                     for (int j = 0; j < g; j++)
                     {
@@ -210,12 +210,12 @@ internal static unsafe class FusedCpuDecode
                         {
                             byte* fetch = ahead > 0 ? nextK : null;
                             if (!keysInPlace) ScoreQuads<SingleKeys>((byte*)Rows(k, t0, n, d, dtype, wide), n, d, qt, sc, fetch, d * size);
-                            else if (half) ScoreQuads<InPlaceKeys<HalfWords>>(block, n, d, qt, sc, fetch, d * size);
-                            else ScoreQuads<InPlaceKeys<BFloat16Words>>(block, n, d, qt, sc, fetch, d * size);
+                            else if (half) ScoreQuads<InPlaceKeys<HalfPairs>>(block, n, d, qt, sc, fetch, d * size);
+                            else ScoreQuads<InPlaceKeys<BFloat16Pairs>>(block, n, d, qt, sc, fetch, d * size);
                             SoftmaxQuads(sc, n, ref runMax, ref runSum, acc, d);
                             if (!valuesInPlace) AccumulateValues4(sc, weights, Rows(v, t0, n, d, dtype, wide), n, d, acc, nextV, ahead, true);
-                            else if (half) AccumulateInPlaceValues4<HalfWords>(sc, weights, rows, n, d, acc, nextV, ahead);
-                            else AccumulateInPlaceValues4<BFloat16Words>(sc, weights, rows, n, d, acc, nextV, ahead);
+                            else if (half) AccumulateInPlaceValues4<HalfPairs>(sc, weights, rows, n, d, acc, nextV, ahead);
+                            else AccumulateInPlaceValues4<BFloat16Pairs>(sc, weights, rows, n, d, acc, nextV, ahead);
                             continue;
                         }
                         float* keys = Rows(k, t0, n, d, dtype, wide);                // [n, D]
@@ -237,8 +237,8 @@ internal static unsafe class FusedCpuDecode
                         {
                             byte* fetchV = j == 0 ? nextV : null;
                             if (!valuesInPlace) AccumulateValues4(sc + j, weights, values, n, d, acc + j * d, fetchV, ahead, groupLanes > 0);
-                            else if (half) AccumulateInPlaceValues4<HalfWords>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
-                            else AccumulateInPlaceValues4<BFloat16Words>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
+                            else if (half) AccumulateInPlaceValues4<HalfPairs>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
+                            else AccumulateInPlaceValues4<BFloat16Pairs>(sc + j, weights, rows, n, d, acc + j * d, fetchV, ahead);
                         }
                     }
                     if (!specials)
@@ -359,53 +359,12 @@ internal static unsafe class FusedCpuDecode
     }
 
     /// <summary>16-bit keys read in place (<typeparamref name="TWords"/>): one 128-bit broadcast of 8 values, split into even and odd coordinates.</summary>
-    private readonly struct InPlaceKeys<TWords> : IKeyOctets where TWords : struct, IHalfWords
+    private readonly struct InPlaceKeys<TWords> : IKeyOctets where TWords : struct, IHalfPairs
     {
         public static int ElementSize => 2;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static (Vector512<float>, Vector512<float>) Octet(byte* at)
             => TWords.Split(Avx512F.BroadcastVector128ToVector512((uint*)at));
-    }
-
-    /// <summary>
-    /// 32-bit words that each hold two 16-bit values, the even coordinate in the low half: as float32 lanes, the even and
-    /// the odd values times <see cref="Scale"/>⁻¹ (so the other operand is multiplied by <see cref="Scale"/>).
-    /// </summary>
-    private interface IHalfWords
-    {
-        /// <summary>What the other operand of each product is multiplied by: 1, or 2^112 for float16.</summary>
-        static abstract float Scale { get; }
-
-        /// <summary>The even and odd values.</summary>
-        static abstract (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words);
-    }
-
-    /// <summary>bfloat16 is the upper half of a float32: the even values are the words shifted left by 16, the odd ones the words with the low half cleared. Exact for every value.</summary>
-    private readonly struct BFloat16Words : IHalfWords
-    {
-        public static float Scale => 1f;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static (Vector512<float>, Vector512<float>) Split(Vector512<uint> words)
-            => (Vector512.ShiftLeft(words, 16).AsSingle(), (words & Vector512.Create(0xFFFF0000u)).AsSingle());
-    }
-
-    /// <summary>
-    /// float16 moved into float32's places as ADR 0009's decode linear does: sign to bit 31, exponent and mantissa
-    /// shifted right by 3 (an arithmetic shift, then a mask), which is the value times 2^-112, exactly, for normal and
-    /// subnormal values. Infinities and NaNs (exponent 31) would come out finite; <see cref="Specials"/> finds them
-    /// in a block before it is used, and the caller falls back to widening.
-    /// </summary>
-    private readonly struct HalfWords : IHalfWords
-    {
-        public static float Scale => 5.192297e33f;                             // 2^112
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static (Vector512<float>, Vector512<float>) Split(Vector512<uint> words)
-        {
-            var mask = Vector512.Create(unchecked((int)0x8FFFE000));
-            var even = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(words, 16).AsInt32(), 3) & mask;
-            var odd = Vector512.ShiftRightArithmetic(words.AsInt32(), 3) & mask;
-            return (even.AsSingle(), odd.AsSingle());
-        }
     }
 
     /// <summary>
@@ -698,7 +657,7 @@ internal static unsafe class FusedCpuDecode
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
     private static void AccumulateInPlaceValues4<TWords>(float* p, WeightLayout layout, ushort* values, int n, int d, float* acc,
-        byte* prefetch, long prefetchBytes) where TWords : struct, IHalfWords
+        byte* prefetch, long prefetchBytes) where TWords : struct, IHalfPairs
     {
         int qs = layout.QueryStride;
         long fetched = prefetch is null ? prefetchBytes : 0;
@@ -731,8 +690,8 @@ internal static unsafe class FusedCpuDecode
     }
 
     /// <summary>
-    /// Whether one of the first <paramref name="count"/> float16 values of a block is an infinity or a NaN (exponent
-    /// 31): adding 1 to a half's exponent field then carries into its sign bit's place. Count is a multiple of 8.
+    /// Whether one of the first <paramref name="count"/> float16 values of a block is an infinity or a NaN
+    /// (<see cref="HalfPairs.Specials"/>). Count is a multiple of 8.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per block: skip the unoptimised first tier
     private static bool Specials(ushort* block, int count)
@@ -740,16 +699,12 @@ internal static unsafe class FusedCpuDecode
         var flags = Vector512<uint>.Zero;
         int i = 0;
         for (; i + 64 <= count; i += 64)
-            flags |= ExponentCarry(Vector512.Load((uint*)(block + i))) | ExponentCarry(Vector512.Load((uint*)(block + i + 32)));
-        for (; i + 32 <= count; i += 32) flags |= ExponentCarry(Vector512.Load((uint*)(block + i)));
+            flags |= HalfPairs.Specials(Vector512.Load((uint*)(block + i))) | HalfPairs.Specials(Vector512.Load((uint*)(block + i + 32)));
+        for (; i + 32 <= count; i += 32) flags |= HalfPairs.Specials(Vector512.Load((uint*)(block + i)));
         bool found = flags != Vector512<uint>.Zero;
-        for (; i < count && !found; i += 8) found = ExponentCarry(Vector512.Create(Vector128.Load((uint*)(block + i)))) != Vector512<uint>.Zero;
+        for (; i < count && !found; i += 8) found = HalfPairs.Specials(Vector512.Create(Vector128.Load((uint*)(block + i)))) != Vector512<uint>.Zero;
         return found;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<uint> ExponentCarry(Vector512<uint> words)
-        => ((words & Vector512.Create(0x7C007C00u)) + Vector512.Create(0x04000400u)) & Vector512.Create(0x80008000u);
 
     /// <summary>Restores the order of <paramref name="rows"/> rows of D outputs kept as 16 even, then 16 odd coordinates per 32.</summary>
     private static void Interleave(float* acc, int rows, int d)

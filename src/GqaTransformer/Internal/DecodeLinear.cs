@@ -13,7 +13,7 @@ namespace GqaTransformer;
 /// sequential stream (rows contiguous in a task, no software prefetch), which the hardware prefetcher follows at nearly
 /// the machine's read bandwidth; reading four rows side by side with prefetches, as before, ran 1.25x slower (ADR 0009).
 /// 16-bit weights are read 32 at a time as 32-bit words holding an even and an odd element, which two or three integer
-/// operations turn into float32 against x split into its even and odd elements beforehand (<see cref="IPairs"/>).
+/// operations turn into float32 against x split into its even and odd elements beforehand (<see cref="IHalfPairs"/>).
 /// x is widened to float32 once and each output rounded once to the dtype, as libtorch's float32 accumulation does.
 /// Inference only: one row of x, no bias, autograd not recording.
 /// </summary>
@@ -21,9 +21,6 @@ internal static unsafe class DecodeLinear
 {
     /// <summary>Rows of W per task of the parallel loop.</summary>
     private const int RowsPerTask = 64;
-
-    /// <summary>2^112: float16's exponent bias (15) re-based to float32's (127), see <see cref="HalfPairs"/>.</summary>
-    private static readonly float HalfRebias = BitConverter.Int32BitsToSingle((127 + 112) << 23);
 
     /// <summary><paramref name="linear"/>(<paramref name="x"/>), by the managed product where it applies.</summary>
     public static Tensor Forward(Linear linear, Tensor x)
@@ -68,7 +65,7 @@ internal static unsafe class DecodeLinear
             var widened = input.AsSpan(0, k);
             SmallCpuOps.ToSingle(TensorMemory.Address(x), dtype, widened);
             if (dtype != ScalarType.Float32)
-                SplitEvenOdd(widened, input.AsSpan(k, k / 2), input.AsSpan(k + k / 2, k / 2), dtype == ScalarType.Float16 ? HalfRebias : 1f);
+                SplitEvenOdd(widened, input.AsSpan(k, k / 2), input.AsSpan(k + k / 2, k / 2), dtype == ScalarType.Float16 ? HalfPairs.Scale : BFloat16Pairs.Scale);
             int tasks = (n + RowsPerTask - 1) / RowsPerTask;
             int elementSize = KvCache.ElementSize(dtype);
             fixed (float* xs = input, ys = sums)
@@ -94,7 +91,7 @@ internal static unsafe class DecodeLinear
         return nn.functional.linear(x, weight);
     }
 
-    /// <summary>even[j] = x[2j]·scale, odd[j] = x[2j+1]·scale: the order in which <see cref="IPairs"/> reads W's elements.</summary>
+    /// <summary>even[j] = x[2j]·scale, odd[j] = x[2j+1]·scale: the order in which <see cref="IHalfPairs"/> reads W's elements.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
     private static void SplitEvenOdd(ReadOnlySpan<float> x, Span<float> even, Span<float> odd, float scale)
     {
@@ -129,10 +126,10 @@ internal static unsafe class DecodeLinear
     /// <summary>
     /// y[r] = W[r]·x for 16-bit rows [first, end): 64 weights (two 512-bit loads of 32-bit words) per iteration into four
     /// accumulators, then a 32- and a 16-weight tail. <paramref name="evenOdd"/> holds x's even elements, then its odd
-    /// ones, each K/2 long. False if any weight was not finite (see <see cref="IPairs.Split(Vector512{uint}, ref Vector512{uint})"/>).
+    /// ones, each K/2 long. False if any weight was not finite (see <see cref="IHalfPairs.Specials"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called per decode step: skip the unoptimised first tier
-    private static bool Rows<TPairs>(byte* weights, float* evenOdd, float* y, int first, int end, int k) where TPairs : struct, IPairs
+    private static bool Rows<TPairs>(byte* weights, float* evenOdd, float* y, int first, int end, int k) where TPairs : struct, IHalfPairs
     {
         int words = k / 2;                                  // a multiple of 8: K is a multiple of 16
         float* even = evenOdd, odd = evenOdd + words;
@@ -144,8 +141,11 @@ internal static unsafe class DecodeLinear
             int j = 0;
             for (; j + 32 <= words; j += 32)
             {
-                var (e0, o0) = TPairs.Split(Vector512.Load(p + j), ref special);
-                var (e1, o1) = TPairs.Split(Vector512.Load(p + j + 16), ref special);
+                var w0 = Vector512.Load(p + j);
+                var w1 = Vector512.Load(p + j + 16);
+                special |= TPairs.Specials(w0) | TPairs.Specials(w1);
+                var (e0, o0) = TPairs.Split(w0);
+                var (e1, o1) = TPairs.Split(w1);
                 a0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(even + j), a0);
                 a1 = Vector512.FusedMultiplyAdd(o0, Vector512.Load(odd + j), a1);
                 a2 = Vector512.FusedMultiplyAdd(e1, Vector512.Load(even + j + 16), a2);
@@ -153,63 +153,23 @@ internal static unsafe class DecodeLinear
             }
             if (j + 16 <= words)
             {
-                var (e0, o0) = TPairs.Split(Vector512.Load(p + j), ref special);
+                var w0 = Vector512.Load(p + j);
+                special |= TPairs.Specials(w0);
+                var (e0, o0) = TPairs.Split(w0);
                 a0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(even + j), a0);
                 a1 = Vector512.FusedMultiplyAdd(o0, Vector512.Load(odd + j), a1);
                 j += 16;
             }
             if (j < words)                                  // 8 words: the lower half of a 512-bit load, upper lanes zero
             {
-                var (e0, o0) = TPairs.Split(Vector256.Load(p + j).ToVector512(), ref special);
+                var w0 = Vector256.Load(p + j).ToVector512();
+                special |= TPairs.Specials(w0);
+                var (e0, o0) = TPairs.Split(w0);
                 a2 = Vector512.FusedMultiplyAdd(e0, Vector256.Load(even + j).ToVector512(), a2);
                 a3 = Vector512.FusedMultiplyAdd(o0, Vector256.Load(odd + j).ToVector512(), a3);
             }
             y[r] = Vector512.Sum((a0 + a1) + (a2 + a3));
         }
-        return TPairs.AllFinite(special);
-    }
-
-    /// <summary>
-    /// How sixteen 32-bit words of a 16-bit weight row, each holding elements 2j (low half) and 2j+1 (high half), become
-    /// float32 (a struct, so each use is inlined).
-    /// </summary>
-    private interface IPairs
-    {
-        /// <summary>The even and the odd elements as float32 (for float16, scaled as <see cref="HalfPairs"/> says); notes non-finite weights in <paramref name="special"/>.</summary>
-        static abstract (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special);
-
-        /// <summary>Whether no weight noted in <paramref name="special"/> was an infinity or a NaN.</summary>
-        static abstract bool AllFinite(Vector512<uint> special);
-    }
-
-    /// <summary>bfloat16: each value is the upper half of a float32, exact for every value.</summary>
-    private readonly struct BFloat16Pairs : IPairs
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] // without it the JIT calls it, spilling the accumulators around each call
-        public static (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special)
-            => (Vector512.ShiftLeft(words, 16).AsSingle(), (words & Vector512.Create(0xFFFF0000u)).AsSingle());
-
-        public static bool AllFinite(Vector512<uint> special) => true;
-    }
-
-    /// <summary>
-    /// float16 without a conversion instruction (.NET exposes none): sign, exponent and mantissa moved into float32's
-    /// positions unchanged give the value times 2^-112, for normal and subnormal values alike, so x is scaled by 2^112
-    /// instead and the products are exact (an fp16 x is at most 65504, so x·2^112 stays finite). Infinities and NaNs
-    /// (exponent 31) would come out finite: each one sets a bit of <c>special</c>, and the caller falls back.
-    /// </summary>
-    private readonly struct HalfPairs : IPairs
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] // without it the JIT calls it, spilling the accumulators around each call
-        public static (Vector512<float> Even, Vector512<float> Odd) Split(Vector512<uint> words, ref Vector512<uint> special)
-        {
-            var fields = Vector512.Create(0x8FFFE000u);     // sign, then exponent and mantissa 3 bits lower, as float32 places them
-            special |= (words & Vector512.Create(0x7C007C00u)) + Vector512.Create(0x04000400u); // exponent 31 carries into bit 15 or 31
-            var even = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(words, 16).AsInt32(), 3).AsUInt32() & fields;
-            var odd = Vector512.ShiftRightArithmetic(words.AsInt32(), 3).AsUInt32() & fields;
-            return (even.AsSingle(), odd.AsSingle());
-        }
-
-        public static bool AllFinite(Vector512<uint> special) => (special & Vector512.Create(0x80008000u)) == Vector512<uint>.Zero;
+        return special == Vector512<uint>.Zero;
     }
 }
