@@ -46,28 +46,44 @@ internal static class VectorOps
 
     /// <summary><paramref name="destination"/> = <paramref name="x"/> · <paramref name="y"/>, element by element.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> destination)
-    {
-        Same(x.Length, y.Length);
-        Same(x.Length, destination.Length);
-        var xs = MemoryMarshal.Cast<float, Vector<float>>(x);
-        var ys = MemoryMarshal.Cast<float, Vector<float>>(y);
-        var result = MemoryMarshal.Cast<float, Vector<float>>(destination);
-        for (int i = 0; i < xs.Length; i++) result[i] = xs[i] * ys[i];
-        for (int i = xs.Length * Vector<float>.Count; i < x.Length; i++) destination[i] = x[i] * y[i];
-    }
+    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> destination) => Combine<Product>(x, y, destination);
 
     /// <summary><paramref name="destination"/> = <paramref name="x"/> + <paramref name="y"/>, element by element.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Add(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> destination)
+    public static void Add(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> destination) => Combine<Sum>(x, y, destination);
+
+    /// <summary><paramref name="destination"/> = <typeparamref name="TOperation"/>(<paramref name="x"/>, <paramref name="y"/>), element by element.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Combine<TOperation>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> destination)
+        where TOperation : struct, IBinaryOperation
     {
         Same(x.Length, y.Length);
         Same(x.Length, destination.Length);
         var xs = MemoryMarshal.Cast<float, Vector<float>>(x);
         var ys = MemoryMarshal.Cast<float, Vector<float>>(y);
         var result = MemoryMarshal.Cast<float, Vector<float>>(destination);
-        for (int i = 0; i < xs.Length; i++) result[i] = xs[i] + ys[i];
-        for (int i = xs.Length * Vector<float>.Count; i < x.Length; i++) destination[i] = x[i] + y[i];
+        for (int i = 0; i < xs.Length; i++) result[i] = TOperation.Apply(xs[i], ys[i]);
+        for (int i = xs.Length * Vector<float>.Count; i < x.Length; i++) destination[i] = TOperation.Apply(x[i], y[i]);
+    }
+
+    /// <summary>An element-wise operation on vectors and on single values (a struct per operation, so each use is inlined).</summary>
+    private interface IBinaryOperation
+    {
+        static abstract Vector<float> Apply(Vector<float> x, Vector<float> y);
+
+        static abstract float Apply(float x, float y);
+    }
+
+    private readonly struct Product : IBinaryOperation
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector<float> Apply(Vector<float> x, Vector<float> y) => x * y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Apply(float x, float y) => x * y;
+    }
+
+    private readonly struct Sum : IBinaryOperation
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector<float> Apply(Vector<float> x, Vector<float> y) => x + y;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Apply(float x, float y) => x + y;
     }
 
     /// <summary><paramref name="destination"/> = −<paramref name="x"/>.</summary>
