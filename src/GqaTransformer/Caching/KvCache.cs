@@ -49,6 +49,7 @@ public sealed class KvCache : IDisposable
         _values = new Tensor[config.NumHiddenLayers];
         try
         {
+            using var scope = NewDisposeScope(); // our own, so no scope another thread disposes ever holds the buffers, even briefly
             for (int layer = 0; layer < config.NumHiddenLayers; layer++)
             {
                 _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, Device).DetachFromDisposeScope();
@@ -120,7 +121,7 @@ public sealed class KvCache : IDisposable
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
         if (tokens < 0) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "tokens must not be negative.");
         long slots = config.SlidingWindow is { } window ? Math.Min(tokens, window) : tokens;
-        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * slots * config.HeadDim * ElementSize(dtype);
+        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * slots * config.HeadDim * dtype.ElementSize();
     }
 
     /// <summary>
@@ -138,17 +139,6 @@ public sealed class KvCache : IDisposable
 
     private static int SlotsFor(DecoderConfig config, int capacity)
         => config.SlidingWindow is { } window && window < capacity ? window : capacity;
-
-    /// <summary>Size in bytes of one element of <paramref name="dtype"/>.</summary>
-    public static int ElementSize(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float64 or ScalarType.Int64 or ScalarType.ComplexFloat32 => 8,
-        ScalarType.Float32 or ScalarType.Int32 => 4,
-        ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => 2,
-        ScalarType.Int8 or ScalarType.Byte or ScalarType.Bool => 1,
-        ScalarType.ComplexFloat64 => 16,
-        _ => throw new ArgumentException($"dtype {dtype} has no known element size.", nameof(dtype)),
-    };
 
     /// <summary>
     /// The committed keys and values of <paramref name="layer"/>: views [B, Hkv, min(Length, Slots), D], not copies.

@@ -85,20 +85,27 @@ public sealed class TokenGenerator
         CancellationToken cancellationToken)
     {
         var stopTokens = (options.StopTokenIds ?? Model.Config.EosTokenIds ?? []).ToHashSet();
-        using var session = new GenerationSession(Model, prompts.Count, capacity, cache);
+        GenerationSession session;
+        using (NewDisposeScope()) session = new GenerationSession(Model, prompts.Count, capacity, cache); // see the step below
+        using var sessionOwner = session;
         using var sampler = new TokenSampler(options);
         bool penalise = options.RepetitionPenalty != 1.0;
         var finished = new bool[prompts.Count];
         var fed = new long[prompts.Count];
 
-        cancellationToken.ThrowIfCancellationRequested();
-        var logits = session.Prefill(prompts);
         for (int produced = 0; ; produced++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             long[] chosen;
-            using (logits)
-            using (var seen = penalise ? session.SeenTokens() : null)
+            // The step's tensors live in a scope of the step's own, opened and closed on the thread that runs it: a
+            // scope that someone else left current on this thread (async code that awaits inside one) may be disposed
+            // from another thread at any moment, and must not own our logits (see docs/guide.md, threads).
+            using (NewDisposeScope())
+            {
+                var logits = produced == 0 ? session.Prefill(prompts) : session.DecodeStep(fed);
+                using var seen = penalise ? session.SeenTokens() : null;
                 chosen = sampler.Sample(logits, seen);
+            }
             var step = new int?[prompts.Count];
             for (int b = 0; b < chosen.Length; b++)
             {
@@ -109,8 +116,6 @@ public sealed class TokenGenerator
             }
             yield return step;
             if (produced + 1 >= options.MaxNewTokens || finished.All(f => f)) yield break;
-            cancellationToken.ThrowIfCancellationRequested();
-            logits = session.DecodeStep(fed);
         }
     }
 }

@@ -26,7 +26,7 @@ public class TextGenerationTests
     [Fact]
     public async Task Text_generation_encodes_generates_and_decodes_like_the_id_api()
     {
-        using var scope = NewDisposeScope();
+        // No dispose scope here: a scope belongs to one thread, and this test awaits (see DisposeScopeThreadingTests).
         using var directory = new Fixtures.TempDirectory();
         var tokenizer = TextGeneration.LoadTokenizer(MakeBpeTokenizer(directory.Path));
         string prompt = Letter(7) + Letter(0) + Letter(1) + Letter(9);
