@@ -7,10 +7,17 @@ namespace GqaTransformer;
 
 /// <summary>
 /// Multi-head attention with grouped key/value heads (GQA). <see cref="NumKvHeads"/> key/value heads each serve
-/// <see cref="GroupSize"/> query heads: equal to <see cref="NumHeads"/> it is plain multi-head attention, 1 is
-/// multi-query attention. Keys and values are never copied per query head: the query heads of a group are
-/// folded into the query dimension (decode) or attend group member by group member (prefill), each reading the
-/// group's one K/V. Parameter names are HF's: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c>.
+/// <see cref="GroupSize"/> = G query heads: equal to <see cref="NumHeads"/> it is plain multi-head attention, 1 is
+/// multi-query attention. For input x [B, T, hidden]:
+/// <code>
+/// q = x·Wq  → [B, H, T, D]      k = x·Wk, v = x·Wv → [B, Hkv, T, D]      (Hkv = H / G)
+/// q, k = rope(q), rope(k)
+/// k, v = cache.write(k, v)      → [B, Hkv, S, D]: every token so far
+/// o_h = softmax(q_h·k_{h/G}ᵀ / √D + mask) · v_{h/G}     for each query head h
+/// y = concat_h(o_h)·Wo
+/// </code>
+/// Query head h reads key/value head h / G in place: K and V are never copied per query head, so the cache and the
+/// bytes read per step shrink by G. Parameter names are HF's: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c>.
 /// </summary>
 public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
 {
@@ -18,7 +25,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "k_proj")] private readonly Linear _kProj;
     [ComponentName(Name = "v_proj")] private readonly Linear _vProj;
     [ComponentName(Name = "o_proj")] private readonly Linear _oProj;
-    [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
+    [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary; // the model's one table, or an own one (standalone)
 
     /// <summary>Creates attention directly, as in the design record: <c>new MultiHeadAttention(2048, 32, 8)</c>.</summary>
     /// <param name="hiddenSize">Width of the input and output.</param>
@@ -35,7 +42,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     public MultiHeadAttention(int hiddenSize, int numHeads, int? numKvHeads = null, int? headDim = null, bool bias = false,
         double ropeTheta = 10000.0, RopeScaling? ropeScaling = null, int layerIndex = 0, string name = "self_attn",
         Device? device = null, ScalarType? dtype = null)
-        : this(hiddenSize, numHeads, numKvHeads ?? numHeads, headDim, bias, bias, ropeTheta, ropeScaling, layerIndex, name, device, dtype)
+        : this(hiddenSize, numHeads, numKvHeads ?? numHeads, headDim, bias, bias, ropeTheta, ropeScaling, layerIndex, name, device, dtype, null)
     {
     }
 
@@ -45,14 +52,16 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     /// <param name="name">Module name.</param>
     /// <param name="device">Device of the weights (default CPU).</param>
     /// <param name="dtype">Element type of the weights (default float32).</param>
-    public MultiHeadAttention(DecoderConfig config, int layerIndex = 0, string name = "self_attn", Device? device = null, ScalarType? dtype = null)
+    /// <param name="rotary">The model's RoPE table, shared by its layers and disposed by its owner; null creates one for this attention.</param>
+    public MultiHeadAttention(DecoderConfig config, int layerIndex = 0, string name = "self_attn", Device? device = null, ScalarType? dtype = null,
+        RotaryEmbedding? rotary = null)
         : this(Validated(config).HiddenSize, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,
-            config.QkvBias, config.OutputBias, config.RopeTheta, config.RopeScaling, layerIndex, name, device, dtype)
+            config.QkvBias, config.OutputBias, config.RopeTheta, config.RopeScaling, layerIndex, name, device, dtype, rotary)
     {
     }
 
     private MultiHeadAttention(int hiddenSize, int numHeads, int numKvHeads, int? headDim, bool qkvBias, bool outputBias,
-        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name, Device? device, ScalarType? dtype) : base(name)
+        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name, Device? device, ScalarType? dtype, RotaryEmbedding? rotary) : base(name)
     {
         DecoderConfig.ValidateAttentionShape(hiddenSize, numHeads, numKvHeads, headDim, nameof(numKvHeads));
         if (layerIndex < 0)
@@ -66,8 +75,12 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         _kProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias, device, dtype);
         _vProj = nn.Linear(hiddenSize, numKvHeads * HeadDim, hasBias: qkvBias, device, dtype);
         _oProj = nn.Linear(numHeads * HeadDim, hiddenSize, hasBias: outputBias, device, dtype);
-        _rotary = new RotaryEmbedding(HeadDim, ropeTheta, ropeScaling);
+        if (rotary is not null && rotary.HeadDim != HeadDim)
+            throw new ArgumentException($"rotary must be built for head size {HeadDim}, but is for {rotary.HeadDim}.", nameof(rotary));
+        if (rotary is null) _rotary = new RotaryEmbedding(HeadDim, ropeTheta, ropeScaling);
         RegisterComponents();
+        // A shared table is set after registration: it stays out of this module's submodules, so its owner disposes it once.
+        _rotary ??= rotary!;
     }
 
     /// <summary>Width of the input and output.</summary>
@@ -130,19 +143,21 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     private Tensor Attend(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache, bool causal)
     {
         using var scope = NewDisposeScope();
-        long b = x.size(0), t = x.size(1);
-        var q = DecodeLinear.Forward(_qProj, x).view(b, t, NumHeads, HeadDim).transpose(1, 2);   // [B, H, T, D]
-        var k = DecodeLinear.Forward(_kProj, x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
-        var v = DecodeLinear.Forward(_vProj, x).view(b, t, NumKvHeads, HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        var q = SplitHeads(Kernels.Linear(_qProj, x), NumHeads);          // [B, H, T, D]
+        var k = SplitHeads(Kernels.Linear(_kProj, x), NumKvHeads);        // [B, Hkv, T, D]: one key per group of G query heads
+        var v = SplitHeads(Kernels.Linear(_vProj, x), NumKvHeads);        // [B, Hkv, T, D]
         (q, k) = RotaryEmbedding.Apply(q, k, cos, sin);
         if (cache is not null)
-            (k, v) = cache.Write(LayerIndex, k, v);                                  // [B, Hkv, S, D], views of the cache, in its dtype
-        var attended = t == 1
-            ? Decode(q.reshape(b, NumKvHeads, GroupSize, HeadDim), k, v, mask, x.dtype).reshape(b, NumHeads, 1, HeadDim) // queries in x's dtype
-            : GroupedScaledDotProduct(q.to(k.dtype), k, v, mask, causal).to(x.dtype); // [B, H, T, D]
-        var merged = attended.transpose(1, 2).reshape(b, t, NumHeads * HeadDim);     // [B, T, H·D]
-        return DecodeLinear.Forward(_oProj, merged).MoveToOuterDisposeScope();
+            (k, v) = cache.Write(LayerIndex, k, v);                       // [B, Hkv, S, D]: every token so far, views of the cache
+        var o = Attention(q, k, v, mask, causal);                         // [B, H, T, D]: head h reads K/V head h / G
+        return Kernels.Linear(_oProj, MergeHeads(o)).MoveToOuterDisposeScope(); // [B, T, hidden]
     }
+
+    private Tensor SplitHeads(Tensor projected, int heads)                // [B, T, heads·D] → [B, heads, T, D]
+        => projected.view(projected.size(0), projected.size(1), heads, HeadDim).transpose(1, 2);
+
+    private static Tensor MergeHeads(Tensor heads)                        // [B, H, T, D] → [B, T, H·D]
+        => heads.transpose(1, 2).reshape(heads.size(0), heads.size(2), heads.size(1) * heads.size(3));
 
     /// <summary>
     /// softmax(q·kᵀ/√d)·v for query heads [B, H, T, D] over grouped keys/values [B, Hkv, S, D], where query head h
@@ -157,39 +172,55 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     public static Tensor GroupedScaledDotProduct(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
     {
         CheckGroupedShapes(query, key, value);
-        long b = query.size(0), heads = query.size(1), t = query.size(2), d = query.size(3);
-        long kvHeads = key.size(1), s = key.size(2);
-        long group = heads / kvHeads;
-        using var scope = NewDisposeScope();
-        bool topLeftCausalIsRight = causal && mask is null && t == s; // SDPA's is_causal is top-left aligned
-        if (causal && mask is null && t > 1 && t != s)
-            mask = AttentionMask.Causal(t, s, query.device);
+        return Attention(query, key, value, mask, causal);
+    }
 
-        Tensor output;
-        if (t == 1)
-        {
-            // Decode: every cached key and value is read once for the whole group of G query heads. On the CPU a fused
-            // single-pass kernel does it (float32 arithmetic, any of the three float dtypes); elsewhere, and with a
-            // padding mask, the G query heads are the G columns of one K·qᵀ product. Plain matmuls, not SDPA: on CUDA,
-            // SDPA re-plans for every new key length (about 3 ms per layer per step on an H200).
-            output = Decode(query.reshape(b, kvHeads, group, d), key, value, mask, key.dtype)  // [B, Hkv, G, D]
-                .reshape(b, heads, 1, d);                                                      // [B, H, 1, D]
-        }
-        else if (group == 1)
-        {
-            output = nn.functional.scaled_dot_product_attention(query, key, value, mask, is_casual: topLeftCausalIsRight);
-        }
-        else
-        {
-            // Prefill: member g of every group attends to its group's K/V; K/V are shared, not copied.
-            var grouped = query.reshape(b, kvHeads, group, t, d);                              // [B, Hkv, G, T, D]
-            var members = new Tensor[group];
-            for (int g = 0; g < group; g++)
-                members[g] = nn.functional.scaled_dot_product_attention(
-                    grouped.select(2, g), key, value, mask, is_casual: topLeftCausalIsRight);  // [B, Hkv, T, D]
-            output = stack(members, 2).reshape(b, heads, t, d);                                // [B, H, T, D]
-        }
-        return output.MoveToOuterDisposeScope();
+    /// <summary>The attention of <see cref="GroupedScaledDotProduct"/>, the queries in their own dtype and the result in it too.</summary>
+    private static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal)
+    {
+        long b = q.size(0), heads = q.size(1), d = q.size(3), kvHeads = k.size(1);
+        if (q.size(2) > 1)
+            return Kernels.PrefillAttention(q.to(k.dtype), k, v, mask, causal).to(q.dtype);
+        // Decode: the G query heads of a group are G rows of one query block over the group's one K and V.
+        var folded = q.reshape(b, kvHeads, heads / kvHeads, d);                        // [B, Hkv, G, D]
+        return Kernels.DecodeAttention(folded, k, v, mask, q.dtype).reshape(b, heads, 1, d); // [B, H, 1, D]
+    }
+
+    /// <summary>
+    /// Prefill, T &gt; 1 queries: member g of every group attends to its group's K/V through SDPA, so K/V are shared,
+    /// not copied (SDPA itself needs as many key heads as query heads).
+    /// </summary>
+    internal static Tensor PrefillBySdpa(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
+    {
+        long b = query.size(0), heads = query.size(1), t = query.size(2), d = query.size(3);
+        long kvHeads = key.size(1), s = key.size(2), group = heads / kvHeads;
+        using var scope = NewDisposeScope();
+        bool sdpaCausal = causal && mask is null && t == s;                            // SDPA's is_causal is top-left aligned
+        if (causal && mask is null && t != s) mask = AttentionMask.Causal(t, s, query.device);
+        if (group == 1)
+            return nn.functional.scaled_dot_product_attention(query, key, value, mask, is_casual: sdpaCausal).MoveToOuterDisposeScope();
+        var grouped = query.reshape(b, kvHeads, group, t, d);                         // [B, Hkv, G, T, D]
+        var members = new Tensor[group];
+        for (int g = 0; g < group; g++)
+            members[g] = nn.functional.scaled_dot_product_attention(grouped.select(2, g), key, value, mask, is_casual: sdpaCausal); // [B, Hkv, T, D]
+        return stack(members, 2).reshape(b, heads, t, d).MoveToOuterDisposeScope();   // [B, H, T, D]
+    }
+
+    /// <summary>
+    /// Decode, one query per sequence, G query heads folded [B, Hkv, G, D] over [B, Hkv, S, D]: the G heads are the G
+    /// columns of one K·qᵀ product, so K streams through once; softmax in float32. Plain matmuls, not SDPA: on CUDA,
+    /// SDPA re-plans for every new key length (ADR 0003).
+    /// </summary>
+    internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        var scaled = folded * (1.0 / Math.Sqrt(folded.size(-1)));
+        var scores = key.matmul(scaled.transpose(2, 3))       // [B, Hkv, S, G]
+            .transpose(2, 3).contiguous();                    // [B, Hkv, G, S]
+        if (mask is not null)
+            scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity); // mask [B, 1, 1, S]
+        var weights = scores.softmax(-1, ScalarType.Float32).to(value.dtype);
+        return weights.matmul(value).MoveToOuterDisposeScope(); // [B, Hkv, G, D]
     }
 
     private static void CheckGroupedShapes(Tensor query, Tensor key, Tensor value)
@@ -207,29 +238,6 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         static bool SameDevice(Tensor a, Tensor b) => a.device_type == b.device_type && a.device_index == b.device_index;
         if (!SameDevice(query, key) || !SameDevice(key, value))
             throw new ArgumentException($"query, key and value must be on one device, but are on {query.device}, {key.device} and {value.device}.", nameof(key));
-    }
-
-    /// <summary>
-    /// One decode step for folded queries [B, Hkv, G, D] over [B, Hkv, S, D], returned in <paramref name="outputDtype"/>:
-    /// on the CPU without a mask the fused kernel, one pass over K and V that reads the queries in their own dtype;
-    /// otherwise <see cref="DecodeByMatmul"/> with the queries in the cache's dtype.
-    /// </summary>
-    internal static Tensor Decode(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype)
-        => FusedCpuDecode.Supports(folded, key, value, mask)
-            ? FusedCpuDecode.Run(folded, key, value, outputDtype)
-            : DecodeByMatmul(folded.to(key.dtype), key, value, mask).to(outputDtype);
-
-    /// <summary>softmax(q·kᵀ/√d)·v for folded queries [B, Hkv, G, D] over [B, Hkv, S, D]; softmax in float32.</summary>
-    internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
-    {
-        using var scope = NewDisposeScope();
-        var scaled = folded * (1.0 / Math.Sqrt(folded.size(-1)));
-        var scores = key.matmul(scaled.transpose(2, 3))       // [B, Hkv, S, G]: K streams through once
-            .transpose(2, 3).contiguous();                    // [B, Hkv, G, S]
-        if (mask is not null)
-            scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity); // mask [B, 1, 1, S]
-        var weights = scores.softmax(-1, ScalarType.Float32).to(value.dtype);
-        return weights.matmul(value).MoveToOuterDisposeScope(); // [B, Hkv, G, D]
     }
 
     private void CheckInput(Tensor x)

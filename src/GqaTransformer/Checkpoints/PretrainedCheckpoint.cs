@@ -67,7 +67,7 @@ internal static class PretrainedCheckpoint
         long shardBytes = 0, totalBytes = 0;
         foreach (var pair in tensors)
         {
-            long bytes = pair.Value.numel() * KvCache.ElementSize(pair.Value.dtype);
+            long bytes = pair.Value.numel() * pair.Value.dtype.ElementSize();
             if (shards[^1].Count > 0 && shardBytes + bytes > maxShardBytes)
             {
                 shards.Add([]);

@@ -103,7 +103,7 @@ public sealed class SafetensorsFile : IDisposable
         long offset = 0;
         foreach (var (name, tensor) in ordered)
         {
-            long length = tensor.numel() * KvCache.ElementSize(tensor.dtype);
+            long length = tensor.numel() * tensor.dtype.ElementSize();
             header[name] = new Dictionary<string, object>
             {
                 ["dtype"] = DtypeName(tensor.dtype),
@@ -208,7 +208,7 @@ public sealed class SafetensorsFile : IDisposable
             throw Bad($"data_offsets [{begin}, {end}] end before they begin.");
         if (end > dataLength)
             throw Bad($"data_offsets [{begin}, {end}] point outside the file's {dataLength} data bytes; the file is truncated or corrupt.");
-        long expected = checked(elements * KvCache.ElementSize(dtype));
+        long expected = checked(elements * dtype.ElementSize());
         if (end - begin != expected)
             throw Bad($"shape [{string.Join(", ", shape)}] of {dtypeName} needs {expected} bytes, but data_offsets [{begin}, {end}] hold {end - begin}.");
         return new SafetensorsEntry(name, dtype, shape, dataStart + begin, end - begin);

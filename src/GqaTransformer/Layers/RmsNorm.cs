@@ -37,10 +37,15 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         if (x.size(-1) != Size)
             throw new ArgumentException($"x must end in a dimension of size {Size}, but has shape {Guard.Shape(x)}.", nameof(x));
-        if (SmallCpuOps.Supports(x, weight)) return SmallCpuOps.RmsNorm(x, weight, _eps); // a decode step's few values
+        return Kernels.RmsNorm(x, weight, _eps);
+    }
+
+    /// <summary>The maths in libtorch ops: <c>weight * (x32 * rsqrt(mean(x32²) + eps)).to(dtype)</c>, x32 = x in float32.</summary>
+    internal static Tensor Reference(Tensor x, Tensor weight, double eps)
+    {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        var inverseRms = x32.pow(2).mean([-1], keepdim: true).add_(_eps).rsqrt_();
+        var inverseRms = x32.pow(2).mean([-1], keepdim: true).add_(eps).rsqrt_();
         return (weight * (x32 * inverseRms).to(x.dtype)).MoveToOuterDisposeScope();
     }
 }

@@ -60,8 +60,11 @@ public sealed class RotaryEmbedding : nn.Module
     /// <c>x * cos + rotate_half(x) * sin</c>.
     /// </summary>
     public static (Tensor Query, Tensor Key) Apply(Tensor query, Tensor key, Tensor cos, Tensor sin)
+        => Kernels.Rotary(query, key, cos, sin);
+
+    /// <summary>The maths of <see cref="Apply"/> in libtorch ops.</summary>
+    internal static (Tensor Query, Tensor Key) Reference(Tensor query, Tensor key, Tensor cos, Tensor sin)
     {
-        if (SmallCpuOps.SupportsRotary(query, key, cos, sin)) return SmallCpuOps.Rotary(query, key, cos, sin); // a decode step's few values
         using var scope = NewDisposeScope();
         var c = cos.unsqueeze(1); // [B, 1, T, D]
         var s = sin.unsqueeze(1);

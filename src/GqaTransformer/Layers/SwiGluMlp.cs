@@ -32,7 +32,8 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var gated = nn.functional.silu(DecodeLinear.Forward(_gateProj, x)).mul_(DecodeLinear.Forward(_upProj, x)); // [..., intermediate]
-        return DecodeLinear.Forward(_downProj, gated).MoveToOuterDisposeScope();
+        var gate = Kernels.Linear(_gateProj, x);                        // [..., intermediate]
+        var up = Kernels.Linear(_upProj, x);                            // [..., intermediate]
+        return Kernels.Linear(_downProj, nn.functional.silu(gate).mul_(up)).MoveToOuterDisposeScope(); // [..., hidden]
     }
 }

@@ -21,12 +21,14 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     /// <param name="name">Module name.</param>
     /// <param name="device">Device of the weights (default CPU).</param>
     /// <param name="dtype">Element type of the weights (default float32).</param>
-    public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer", Device? device = null, ScalarType? dtype = null) : base(name)
+    /// <param name="rotary">The model's RoPE table, shared by its layers; null creates one for this layer.</param>
+    public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer", Device? device = null, ScalarType? dtype = null,
+        RotaryEmbedding? rotary = null) : base(name)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         _inputNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "input_layernorm", device, dtype);
-        _attention = new MultiHeadAttention(config, layerIndex, device: device, dtype: dtype);
+        _attention = new MultiHeadAttention(config, layerIndex, device: device, dtype: dtype, rotary: rotary);
         _postAttentionNorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, "post_attention_layernorm", device, dtype);
         _mlp = new SwiGluMlp(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
         RegisterComponents();

@@ -120,8 +120,8 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
         var logits = _lmHead is null
-            ? DecodeLinear.Forward(hidden, _model.EmbedTokens.weight!)               // tied: [B, T, vocab]
-            : DecodeLinear.Forward(_lmHead, hidden);                                // [B, T, vocab]
+            ? Kernels.Linear(hidden, _model.EmbedTokens.weight!)                    // tied: [B, T, vocab]
+            : Kernels.Linear(_lmHead, hidden);                                      // [B, T, vocab]
         cache?.Advance((int)tokens);
         return logits.MoveToOuterDisposeScope();
     }
@@ -179,9 +179,9 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         public DecoderStack(DecoderConfig config, Device? device, ScalarType? dtype) : base("model")
         {
             _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
-            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: device, dtype: dtype)).ToArray());
+            _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling); // one table, shared by every layer
+            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: device, dtype: dtype, rotary: _rotary)).ToArray());
             _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: device, dtype: dtype);
-            _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling);
             RegisterComponents();
         }
 

@@ -30,6 +30,19 @@ public class DecoderModelTests
     }
 
     [Fact]
+    public void A_model_holds_one_rope_table_and_standalone_attention_its_own()
+    {
+        using var scope = NewDisposeScope();
+        using var model = Tiny.Model(Tiny.Config(8, 2));
+        model.modules().OfType<RotaryEmbedding>().Should().HaveCount(1, "the layers share the model's table");
+        model.state_dict().Keys.Should().NotContain(k => k.Contains("rotary"), "RoPE has no state");
+        using var attention = new MultiHeadAttention(64, 8, 2);
+        attention.modules().OfType<RotaryEmbedding>().Should().HaveCount(1);
+        FluentActions.Invoking(() => new MultiHeadAttention(Tiny.Config(8, 2), rotary: new RotaryEmbedding(6)))
+            .Should().Throw<ArgumentException>().WithParameterName("rotary");
+    }
+
+    [Fact]
     public void Gqa_model_equals_mha_model_with_repeated_kv_weights()
     {
         using var scope = NewDisposeScope();

@@ -2,41 +2,21 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace GqaTransformer;
 
 /// <summary>
-/// A linear layer for one token on the CPU: <c>y = W·x</c> as a managed matrix-vector product for float32, bfloat16 and
-/// float16 weights. A decode step is mostly this: every weight read once, from memory. Each row of W is read as one
-/// sequential stream (rows contiguous in a task, no software prefetch), which the hardware prefetcher follows at nearly
-/// the machine's read bandwidth; reading four rows side by side with prefetches, as before, ran 1.25x slower (ADR 0009).
-/// 16-bit weights are read 32 at a time as 32-bit words holding an even and an odd element, which two or three integer
-/// operations turn into float32 against x split into its even and odd elements beforehand (<see cref="IHalfPairs"/>).
-/// x is widened to float32 once and each output rounded once to the dtype, as libtorch's float32 accumulation does.
-/// Inference only: one row of x, no bias, autograd not recording.
+/// A linear layer for one token on the CPU: <c>y = W·x</c> as a managed matrix-vector product over float32, bfloat16 or
+/// float16 weights. A decode step is mostly this, every weight read once from memory, so each row of W is read as one
+/// sequential stream the hardware prefetcher follows, and 16-bit weights as 32-bit pairs (<see cref="IHalfPairs"/>).
+/// x is widened to float32 once and each output rounded once, as libtorch does. Inference only: one row of x, no bias,
+/// no autograd (ADR 0009).
 /// </summary>
 internal static unsafe class DecodeLinear
 {
     /// <summary>Rows of W per task of the parallel loop.</summary>
     private const int RowsPerTask = 64;
-
-    /// <summary><paramref name="linear"/>(<paramref name="x"/>), by the managed product where it applies.</summary>
-    public static Tensor Forward(Linear linear, Tensor x)
-    {
-        if (x.device_type != DeviceType.CPU || !SmallCpuOps.IsSupported(x.dtype) || !Vector512.IsHardwareAccelerated)
-            return linear.forward(x);
-        // No dispose scope of its own here: with one around these getters, 1-2 in 15 test runs saw a tensor of the
-        // enclosing forward disposed under it ("empty handle"); without it, none in 45. Whatever the getters create
-        // belongs to the caller's scope, as every forward of this library runs in one.
-        var weight = linear.weight!;
-        return linear.bias is null && Supports(x, weight) ? Product(x, weight) : linear.forward(x);
-    }
-
-    /// <summary><c>linear(x, weight)</c> without bias, by the managed product where it applies.</summary>
-    public static Tensor Forward(Tensor x, Tensor weight)
-        => Supports(x, weight) ? Product(x, weight) : nn.functional.linear(x, weight);
 
     /// <summary>x [..., K] with one row in all, W [N, K]: same dtype (float32, bfloat16 or float16), contiguous, K a multiple of 16, no autograd.</summary>
     public static bool Supports(Tensor x, Tensor weight)
@@ -67,7 +47,7 @@ internal static unsafe class DecodeLinear
             if (dtype != ScalarType.Float32)
                 SplitEvenOdd(widened, input.AsSpan(k, k / 2), input.AsSpan(k + k / 2, k / 2), dtype == ScalarType.Float16 ? HalfPairs.Scale : BFloat16Pairs.Scale);
             int tasks = (n + RowsPerTask - 1) / RowsPerTask;
-            int elementSize = KvCache.ElementSize(dtype);
+            int elementSize = dtype.ElementSize();
             fixed (float* xs = input, ys = sums)
             {
                 float* xp = xs, yp = ys;

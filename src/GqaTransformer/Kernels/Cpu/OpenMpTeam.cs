@@ -3,13 +3,9 @@ using System.Runtime.InteropServices;
 namespace GqaTransformer;
 
 /// <summary>
-/// Runs a parallel loop on libtorch's own OpenMP threads instead of .NET's thread pool. After each parallel libtorch
-/// call, libgomp's workers spin for milliseconds waiting for the next one; a .NET worker thread started in that window
-/// shares its core with a spinning thread, and our fused decode kernel ran about 1.5x slower right after a libtorch
-/// matmul than after a pause (measured, 2-core VM). Handing the loop to the spinning team (<c>GOMP_parallel</c> of the
-/// libgomp instance libtorch loaded, <see cref="ChooseLibgomp"/>) uses the threads that are already awake. Where that
-/// libgomp is not found (another OpenMP runtime, another OS) the loop runs on
-/// <see cref="Parallel.For(int, int, ParallelOptions, Action{int})"/>.
+/// Runs a parallel loop on libtorch's own OpenMP threads, which spin for a while after each libtorch call, instead of
+/// .NET's thread pool, whose threads would share cores with the spinning ones (ADR 0006). Where libtorch's libgomp is
+/// not found the loop runs on <see cref="Parallel.For(int, int, ParallelOptions, Action{int})"/>.
 /// </summary>
 internal static unsafe class OpenMpTeam
 {

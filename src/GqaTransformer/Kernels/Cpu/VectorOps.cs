@@ -5,12 +5,9 @@ using System.Runtime.InteropServices;
 namespace GqaTransformer;
 
 /// <summary>
-/// The few element-wise float loops of the decode passes (<see cref="SmallCpuOps"/>, <see cref="FusedCpuDecode"/>),
-/// compiled fully optimised from their first call. <c>TensorPrimitives</c> did these before, but its generic operator
-/// methods are jitted at tier 0 at first, where every vector operation is a call: until tiering caught up (it waits
-/// for 100 ms without new tier-0 code) the first GQA-8 attention case of <c>gqa bench</c> on a 16-core Xeon ran in
-/// 1.38 ms against 0.33 ms with tiered compilation off. Each result is what the scalar loop gives (no fused
-/// multiply-adds, no reordering), except <see cref="SumOfSquares"/>, whose lanes are summed as a tree.
+/// The few element-wise float loops of the decode passes, compiled fully optimised from their first call: the generic
+/// operators of <c>TensorPrimitives</c> start unoptimised, which made the first decode steps several times slower
+/// (ADR 0007). Each result is what the scalar loop gives, except <see cref="SumOfSquares"/>, summed as a tree.
 /// </summary>
 internal static class VectorOps
 {

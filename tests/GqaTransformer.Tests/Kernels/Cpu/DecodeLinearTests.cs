@@ -37,7 +37,7 @@ public class DecodeLinearTests
         using (no_grad())
         {
             DecodeLinear.Supports(x, weight).Should().BeTrue();
-            managed = DecodeLinear.Forward(x, weight);
+            managed = Kernels.Linear(x, weight);
         }
         managed.dtype.Should().Be(dtype);
         managed.shape.Should().Equal(batch, tokens, outputs);
@@ -70,7 +70,7 @@ public class DecodeLinearTests
             x[0, 0, j] = tensor(1.0f).to(dtype);
             DecodeLinear.Supports(x, weight).Should().BeTrue();
             var column = weight[.., j].to(ScalarType.Float32);
-            DecodeLinear.Forward(x, weight).view(-1).to(ScalarType.Float32).eq(column).all().item<bool>().Should().BeTrue($"column {j}");
+            Kernels.Linear(x, weight).view(-1).to(ScalarType.Float32).eq(column).all().item<bool>().Should().BeTrue($"column {j}");
         }
     }
 
@@ -88,7 +88,7 @@ public class DecodeLinearTests
         weight[66, 7] = tensor(float.NegativeInfinity).to(ScalarType.Float16);
         var x = randn(1, 1, 64).to(ScalarType.Float16);
         var expected = nn.functional.linear(x, weight);
-        var managed = DecodeLinear.Forward(x, weight);
+        var managed = Kernels.Linear(x, weight);
         managed.isinf().eq(expected.isinf()).all().item<bool>().Should().BeTrue();
         managed.isnan().eq(expected.isnan()).all().item<bool>().Should().BeTrue();
         managed.isinf().sum().item<long>().Should().Be(2);
@@ -111,6 +111,6 @@ public class DecodeLinearTests
         using var linear = nn.Linear(32, 64, hasBias: true);
         var x = randn(1, 1, 32);
         var expected = linear.forward(x);
-        Tiny.MaxAbsDiff(DecodeLinear.Forward(linear, x), expected.to(ScalarType.Float64)).Should().BeLessThan(1e-6, "a layer with a bias keeps libtorch's linear");
+        Tiny.MaxAbsDiff(Kernels.Linear(linear, x), expected.to(ScalarType.Float64)).Should().BeLessThan(1e-6, "a layer with a bias keeps libtorch's linear");
     }
 }

@@ -1,0 +1,47 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// The seam between the blocks and the code that runs them: one method per operation, and the one place where an
+/// implementation is chosen (ADR 0012). The blocks (<see cref="RmsNorm"/>, <see cref="RotaryEmbedding"/>,
+/// <see cref="SwiGluMlp"/>, <see cref="MultiHeadAttention"/>, <see cref="DecoderModel"/>) call these and hold only the
+/// maths. Each operation runs the first implementation that takes its inputs; the last is always the block's own
+/// libtorch form, the reference every kernel is tested against. Another backend (a CUDA kernel, say) is one more line
+/// here, not a branch in a block.
+/// </summary>
+internal static class Kernels
+{
+    /// <summary><c>y = x·Wᵀ + b</c> for a <see cref="TorchSharp.Modules.Linear"/> layer.</summary>
+    public static Tensor Linear(Linear layer, Tensor x) => Linear(x, layer.weight, layer.bias);
+
+    /// <summary><c>y = x·Wᵀ (+ b)</c>: x [..., K], W [N, K] → [..., N].</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+        => bias is null && DecodeLinear.Supports(x, weight) ? DecodeLinear.Product(x, weight)   // one token on the CPU (ADR 0009)
+         : nn.functional.linear(x, weight, bias);
+
+    /// <summary>RMSNorm over the last dimension (see <see cref="GqaTransformer.RmsNorm"/>).</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
+        => SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps)                 // a decode step's few values (ADR 0007)
+         : GqaTransformer.RmsNorm.Reference(x, weight, eps);
+
+    /// <summary>RoPE on queries [B, H, T, D] and keys [B, Hkv, T, D] (see <see cref="RotaryEmbedding.Apply"/>).</summary>
+    public static (Tensor Query, Tensor Key) Rotary(Tensor query, Tensor key, Tensor cos, Tensor sin)
+        => SmallCpuOps.SupportsRotary(query, key, cos, sin) ? SmallCpuOps.Rotary(query, key, cos, sin) // a decode step (ADR 0007)
+         : RotaryEmbedding.Reference(query, key, cos, sin);
+
+    /// <summary>
+    /// One decode step of grouped attention: the G query heads of each group folded into [B, Hkv, G, D] over the
+    /// group's keys and values [B, Hkv, S, D] (in the cache's dtype, which may differ from the queries'), returned as
+    /// [B, Hkv, G, D] in <paramref name="outputDtype"/>.
+    /// </summary>
+    public static Tensor DecodeAttention(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype)
+        => FusedCpuDecode.Supports(folded, key, value, mask) ? FusedCpuDecode.Run(folded, key, value, outputDtype) // one pass over the cache (ADR 0006)
+         : MultiHeadAttention.DecodeByMatmul(folded.to(key.dtype), key, value, mask).to(outputDtype);
+
+    /// <summary>Grouped attention over a block of T &gt; 1 queries [B, H, T, D] (a prompt), see <see cref="MultiHeadAttention.GroupedScaledDotProduct"/>.</summary>
+    public static Tensor PrefillAttention(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
+        => MultiHeadAttention.PrefillBySdpa(query, key, value, mask, causal);
+}
