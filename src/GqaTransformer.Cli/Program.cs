@@ -1,4 +1,5 @@
 using GqaTransformer.Cli;
 using Spectre.Console;
 
-return CliApp.Run(args, AnsiConsole.Console);
+var errors = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+return CliApp.Run(args, AnsiConsole.Console, errors);

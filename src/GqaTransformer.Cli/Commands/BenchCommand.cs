@@ -68,10 +68,10 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
 
     private int BenchModel(Settings settings, int[] contexts, int[] kvCounts, ScalarType dtype, Device device, CancellationToken cancellationToken)
     {
-        var table = new Table().Title($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens")
-            .AddColumn("prompt").AddColumn("kv heads").AddColumn(new TableColumn("prefill ms").RightAligned())
-            .AddColumn(new TableColumn("decode ms/step").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned())
-            .AddColumn(new TableColumn("vs MHA").RightAligned()).AddColumn(new TableColumn("KV cache").RightAligned());
+        var table = Tables.Create($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens")
+            .AddColumn(Tables.Left("prompt")).AddColumn(Tables.Left("kv heads")).AddColumn(Tables.Right("prefill ms"))
+            .AddColumn(Tables.Right("decode ms/step")).AddColumn(Tables.Right("decode tok/s"))
+            .AddColumn(Tables.Right("vs MHA")).AddColumn(Tables.Right("KV cache"));
         foreach (int context in contexts)
         {
             double? mha = null;
@@ -152,7 +152,7 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
             ("ids.min().item()", Time(() => { using var s = NewDisposeScope(); ids.min().item<long>(); })),
             ("x + x", Time(() => { using var s = NewDisposeScope(); var y = x + x; })),
         };
-        var table = new Table().Title("one decode step, by part (ms, synchronised)").AddColumn("part").AddColumn(new TableColumn("ms").RightAligned());
+        var table = Tables.Create("one decode step, by part (ms, synchronised)").AddColumn(Tables.Left("part")).AddColumn(Tables.Right("ms"));
         foreach (var (name, ms) in rows) table.AddRow(name, ms.ToString("0.000", CultureInfo.InvariantCulture));
         console.Write(table);
     }
@@ -169,10 +169,10 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         const int heads = 32, headDim = 128;
         if (settings.Model) return BenchModel(settings, contexts, kvCounts, dtype, device, cancellationToken);
 
-        var table = new Table().Title($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
-            .AddColumn("context").AddColumn("kv heads").AddColumn(new TableColumn("in place ms").RightAligned())
-            .AddColumn(new TableColumn("GB/s").RightAligned()).AddColumn(new TableColumn("vs MHA").RightAligned())
-            .AddColumn(new TableColumn("K/V copied ms").RightAligned()).AddColumn(new TableColumn("copy / in place").RightAligned());
+        var table = Tables.Create($"Decode attention, 32 query heads × 128, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {get_num_threads()} threads, median of {settings.Iterations}")
+            .AddColumn(Tables.Left("context")).AddColumn(Tables.Left("kv heads")).AddColumn(Tables.Right("in place ms"))
+            .AddColumn(Tables.Right("GB/s")).AddColumn(Tables.Right("vs MHA"))
+            .AddColumn(Tables.Right("K/V copied ms")).AddColumn(Tables.Right("copy / in place"));
         foreach (int ctx in contexts)
         {
             double? mhaMs = null;

@@ -8,8 +8,11 @@ using static TorchSharp.torch;
 
 namespace GqaTransformer.Cli;
 
-/// <summary><c>gqa generate</c>: streams a continuation from a checkpoint, then prints speed and cache size.</summary>
-public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateCommand.Settings>
+/// <summary>
+/// <c>gqa generate</c>: streams a continuation from a checkpoint to standard output (text, or comma-separated ids), then
+/// prints speed and cache size to standard error.
+/// </summary>
+public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) : Command<GenerateCommand.Settings>
 {
     /// <summary>Options of <c>gqa generate</c>.</summary>
     public sealed class Settings : GqaSettings
@@ -31,7 +34,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         public string? Ids { get; init; }
 
         /// <summary>Tokens to generate.</summary>
-        [CommandOption("--max-new <N>")][Description("Most new tokens. Default 64.")][DefaultValue(64)]
+        [CommandOption("--max-new|--max-new-tokens <N>")][Description("Most new tokens (HF's max_new_tokens). Default 64.")][DefaultValue(64)]
         public int MaxNew { get; init; } = 64;
 
         /// <summary>Temperature.</summary>
@@ -66,10 +69,36 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         [CommandOption("--cache-dtype <DTYPE>")][Description("KV cache dtype: fp32, bf16 or fp16. Default: the model's (--dtype).")]
         public string? CacheDtype { get; init; }
 
+        /// <summary>No speed table on standard error.</summary>
+        [CommandOption("--quiet")][Description("Print only the continuation: no speed table, no warnings.")]
+        public bool Quiet { get; init; }
+
+        /// <summary>The library's names of the sampling options, and the options that set them.</summary>
+        internal static readonly Dictionary<string, string> OptionNames = new()
+        {
+            [nameof(GenerationOptions.MaxNewTokens)] = "--max-new-tokens", [nameof(GenerationOptions.Temperature)] = "--temperature",
+            [nameof(GenerationOptions.TopK)] = "--top-k", [nameof(GenerationOptions.TopP)] = "--top-p",
+            [nameof(GenerationOptions.RepetitionPenalty)] = "--repetition-penalty",
+        };
+
+        /// <summary>The generation options these settings ask for.</summary>
+        internal GenerationOptions ToOptions() => new()
+        {
+            MaxNewTokens = MaxNew, Temperature = Temperature, TopK = TopK, TopP = TopP, RepetitionPenalty = RepetitionPenalty, Seed = Seed,
+        };
+
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
             if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
+            try
+            {
+                ToOptions().Validate();
+            }
+            catch (ArgumentException e)
+            {
+                return ValidationResult.Error(Parsing.Message(e, OptionNames));
+            }
             if ((Prompt is null) == (Ids is null)) return ValidationResult.Error("Give either --prompt TEXT (with --tokenizer FILE) or --ids 1,2,3.");
             if (Prompt is not null && Tokenizer is null) return ValidationResult.Error("--prompt needs --tokenizer FILE.");
             return ValidationResult.Success();
@@ -79,11 +108,7 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var options = new GenerationOptions
-        {
-            MaxNewTokens = settings.MaxNew, Temperature = settings.Temperature, TopK = settings.TopK, TopP = settings.TopP,
-            RepetitionPenalty = settings.RepetitionPenalty, Seed = settings.Seed,
-        }.Validate();
+        var options = settings.ToOptions();
         var device = Parsing.Device(settings.Device);
         var dtype = Parsing.Dtype(settings.Dtype);
         var cacheDtype = settings.CacheDtype is null ? dtype : Parsing.Dtype(settings.CacheDtype);
@@ -91,15 +116,17 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         IReadOnlyList<int> prompt = tokenizer is not null
             ? tokenizer.EncodeToIds(settings.Prompt!)
             : Parsing.IntList(settings.Ids!, "--ids");
+        if (prompt.Count == 0) throw new ArgumentException("The prompt holds no token.");
 
         using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
+        options = WithinPositions(options, prompt.Count, model.Config.MaxPositionEmbeddings, settings.Quiet);
         var generator = new TokenGenerator(model);
         using var cache = model.CreateCache(1, Math.Max(1, prompt.Count + options.MaxNewTokens - 1), cacheDtype);
         var produced = new List<int>();
         var clock = Stopwatch.StartNew();
         double firstTokenSeconds = 0;
         string printed = "";
-        foreach (var step in generator.StreamBatch([prompt], options, cancellationToken, cache))
+        foreach (var step in generator.StreamBatch([prompt], options, cache, cancellationToken))
         {
             if (produced.Count == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds;
             produced.Add(step[0]!.Value);
@@ -119,17 +146,36 @@ public sealed class GenerateCommand(IAnsiConsole console) : Command<GenerateComm
         }
         double total = clock.Elapsed.TotalSeconds;
         console.WriteLine();
+        if (settings.Quiet) return 0;
 
         long cacheBytes = KvCache.EstimateBytes(model.Config, 1, prompt.Count + produced.Count - 1, cacheDtype);
-        var table = new Table().AddColumn("prompt tokens").AddColumn("prefill tok/s").AddColumn("new tokens").AddColumn("decode tok/s").AddColumn("KV cache");
+        var table = Tables.Create().AddColumn(Tables.Right("prompt")).AddColumn(Tables.Right("prefill tok/s"))
+            .AddColumn(Tables.Right("new")).AddColumn(Tables.Right("decode tok/s")).AddColumn(Tables.Right("KV cache"));
         double decodeSeconds = total - firstTokenSeconds;
         table.AddRow(
             prompt.Count.ToString(CultureInfo.InvariantCulture),
             (prompt.Count / firstTokenSeconds).ToString("0.0", CultureInfo.InvariantCulture),
             produced.Count.ToString(CultureInfo.InvariantCulture),
             produced.Count > 1 ? ((produced.Count - 1) / decodeSeconds).ToString("0.0", CultureInfo.InvariantCulture) : "-",
-            $"{Parsing.Size(cacheBytes)} ({model.Config.NumKeyValueHeads} kv heads, {Parsing.DtypeName(cacheDtype)})");
-        console.Write(table);
+            Parsing.Size(cacheBytes));
+        errors.Console.Write(table);
+        errors.Console.MarkupLineInterpolated($"[grey]KV cache: {Parsing.KvHeads(model.Config.NumKeyValueHeads)}, {Parsing.DtypeName(cacheDtype)}.[/]");
         return 0;
+    }
+
+    /// <summary>
+    /// Positions past <c>max_position_embeddings</c> were never trained; transformers warns there, and we stop there,
+    /// saying so on standard error.
+    /// </summary>
+    private GenerationOptions WithinPositions(GenerationOptions options, int promptTokens, int maxPositions, bool quiet)
+    {
+        if (promptTokens >= maxPositions)
+            throw new ArgumentException($"The prompt holds {promptTokens} tokens, but the model's max_position_embeddings is {maxPositions}.");
+        int room = maxPositions - promptTokens;
+        if (options.MaxNewTokens <= room) return options;
+        if (!quiet)
+            errors.Console.MarkupLineInterpolated(
+                $"[yellow]warning:[/] {promptTokens} prompt tokens + --max-new-tokens {options.MaxNewTokens} pass the model's max_position_embeddings ({maxPositions}); stopping after {room} new tokens.");
+        return options with { MaxNewTokens = room };
     }
 }

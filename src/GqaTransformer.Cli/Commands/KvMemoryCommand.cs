@@ -12,7 +12,7 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
     public sealed class Settings : GqaSettings
     {
         /// <summary>A config.json file.</summary>
-        [CommandOption("--config <FILE>")][Description("A HuggingFace config.json.")]
+        [CommandOption("--config <FILE>")][Description("A HuggingFace config.json, or a checkpoint directory holding one.")]
         public string? Config { get; init; }
 
         /// <summary>A preset name.</summary>
@@ -47,8 +47,9 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        var config = settings.Config is not null ? DecoderConfig.FromFile(settings.Config) : ModelPresets.Get(settings.Preset!);
-        string name = settings.Preset ?? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(settings.Config!))) ?? settings.Config!;
+        string? file = settings.Config is { } path && Directory.Exists(path) ? Path.Combine(path, "config.json") : settings.Config;
+        var config = file is not null ? DecoderConfig.FromFile(file) : ModelPresets.Get(settings.Preset!);
+        string name = settings.Preset ?? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(file!))) ?? file!;
         var contexts = Parsing.IntList(settings.Context, "--context");
         var dtype = Parsing.Dtype(settings.Dtype);
         long? budget = settings.Budget is null ? null : Parsing.Bytes(settings.Budget);
@@ -61,11 +62,11 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
                 throw new ArgumentException($"A budget of {Parsing.Size(b)} holds less than one token of KV cache ({Parsing.Size(smallest)} per token even for the smallest variant).");
         }
 
-        var table = new Table().Title($"KV cache of {name}: {config.NumHiddenLayers} layers, {config.NumAttentionHeads} query heads × {config.HeadDim}, batch {settings.Batch}, {Parsing.DtypeName(dtype)}");
-        table.AddColumn("variant").AddColumn(new TableColumn("per token").RightAligned());
-        foreach (int c in contexts) table.AddColumn(new TableColumn($"{c:N0} tokens").RightAligned());
-        table.AddColumn(new TableColumn("vs MHA").RightAligned());
-        if (budget is not null) table.AddColumn(new TableColumn($"longest in {settings.Budget}").RightAligned());
+        var table = Tables.Create($"KV cache of {name}: {config.NumHiddenLayers} layers, {config.NumAttentionHeads} query heads × {config.HeadDim}, batch {settings.Batch}, {Parsing.DtypeName(dtype)}");
+        table.AddColumn(Tables.Left("attention")).AddColumn(Tables.Right("per token"));
+        foreach (int c in contexts) table.AddColumn(Tables.Right(Parsing.Tokens(c)));
+        table.AddColumn(Tables.Right("vs MHA"));
+        if (budget is not null) table.AddColumn(Tables.Right($"fits {settings.Budget}"));
         long mhaPerToken = KvCache.EstimateBytes(config with { NumKeyValueHeads = config.NumAttentionHeads }, settings.Batch, 1, dtype);
         foreach (var (label, variant) in variants)
         {
@@ -76,12 +77,13 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
             if (budget is { } limit)
             {
                 long tokens = KvCache.MaxTokensForBudget(variant, settings.Batch, limit, dtype);
-                row.Add(tokens == long.MaxValue ? $"unbounded (window {variant.SlidingWindow})" : $"{tokens:N0}");
+                row.Add(tokens == long.MaxValue ? $"any (window {variant.SlidingWindow})" : $"{tokens:N0}");
             }
             table.AddRow(row.Select(Markup.Escape).ToArray());
         }
         console.Write(table);
-        console.MarkupLine("[grey]Weights and activations are not included; the cache is 2 · layers · batch · kv heads · tokens · head_dim · bytes.[/]");
+        console.MarkupLine("[grey]* this model. Columns are tokens of context; the cache is 2 · layers · batch · kv heads · tokens · head_dim · bytes, " +
+                           "weights and activations not included.[/]");
         return 0;
     }
 
@@ -93,8 +95,8 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
         return kvCounts.Select(kv =>
         {
             string kind = kv == config.NumAttentionHeads ? "MHA" : kv == 1 ? "MQA" : "GQA";
-            string mark = kv == config.NumKeyValueHeads ? " (this model)" : "";
-            return ($"{kind}, {kv} kv heads{mark}", config with { NumKeyValueHeads = kv });
+            string mark = kv == config.NumKeyValueHeads ? " *" : "";
+            return ($"{kind} {config.NumAttentionHeads}/{kv}{mark}", config with { NumKeyValueHeads = kv });
         }).ToList();
     }
 }

@@ -78,7 +78,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         if (reference.Entries.ContainsKey("gen_prompt") && reference.Entries.ContainsKey("gen_tokens"))
             (tokensOk, tokenDetail) = CompareGreedy(model, reference, cancellationToken);
 
-        var table = new Table().AddColumn("check").AddColumn("result").AddColumn("");
+        var table = Tables.Create().AddColumn(Tables.Left("check")).AddColumn(Tables.Left("result")).AddColumn("");
         table.AddRow("max |logits - reference|", maxDifference.ToString("0.###E+0", CultureInfo.InvariantCulture),
             logitsOk ? $"[green]within {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]" : $"[red]above {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]");
         table.AddRow("device, dtype", $"{model.Device}, {Parsing.DtypeName(model.Dtype)}", "");
@@ -104,7 +104,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
             var real = mask?[b].data<long>().ToArray();
             prompts.Add(row.Where((_, i) => real is null || real[i] == 1).Select(t => (int)t).ToArray());
         }
-        var generated = new TokenGenerator(model).Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [] }, cancellationToken);
+        var generated = new TokenGenerator(model).Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [] }, cancellationToken: cancellationToken);
         int matching = 0, total = 0;
         for (int b = 0; b < prompts.Count; b++)
         {

@@ -6,28 +6,65 @@ namespace GqaTransformer.Cli;
 /// <summary>Builds the <c>gqa</c> command tree. Every command is registered here, one line each.</summary>
 public static class CliApp
 {
-    /// <summary>Exit code of a command whose input was bad (missing file, malformed config, unknown preset, ...).</summary>
+    /// <summary>Exit code of a command whose input was bad (unknown option, missing file, malformed config, ...).</summary>
     public const int BadInput = 2;
 
-    /// <summary>Runs <c>gqa</c> with <paramref name="args"/>, writing to <paramref name="console"/>; returns the exit code.</summary>
-    public static int Run(string[] args, IAnsiConsole console)
+    private sealed record Entry(string Name, Type Settings, Action<IConfigurator> Add);
+
+    private static readonly Entry[] Commands =
+    [
+        new("demo", typeof(DemoCommand.Settings), c => c.AddCommand<DemoCommand>("demo")
+            .WithDescription("Show what GQA buys: the KV-cache memory of real models, then decode speed of MHA, GQA and MQA variants of a small model, measured here.")),
+        new("kv-memory", typeof(KvMemoryCommand.Settings), c => c.AddCommand<KvMemoryCommand>("kv-memory")
+            .WithDescription("KV-cache bytes per context length for a config or preset and its MHA/GQA/MQA variants.")),
+        new("generate", typeof(GenerateCommand.Settings), c => c.AddCommand<GenerateCommand>("generate")
+            .WithDescription("Generate from a checkpoint directory: the continuation on standard output, speed on standard error.")),
+        new("verify", typeof(VerifyCommand.Settings), c => c.AddCommand<VerifyCommand>("verify")
+            .WithDescription("Compare a checkpoint's logits and greedy tokens with a reference computed by transformers.")),
+        new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
+            .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
+    ];
+
+    /// <summary>The tool's version, the library's and TorchSharp's.</summary>
+    public static string Version
     {
+        get
+        {
+            static string Of(System.Reflection.Assembly assembly)
+                => (assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+                    .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "?").Split('+')[0];
+            return $"gqa {Of(typeof(CliApp).Assembly)} (GqaTransformer {Of(typeof(DecoderModel).Assembly)}, TorchSharp {Of(typeof(TorchSharp.torch).Assembly)})";
+        }
+    }
+
+    /// <summary>Runs <c>gqa</c> with <paramref name="args"/>: results to <paramref name="console"/>, the rest to <paramref name="errors"/> (default: the same console).</summary>
+    public static int Run(string[] args, IAnsiConsole console, IAnsiConsole? errors = null)
+    {
+        errors ??= console;
         bool verbose = args.Contains("--verbose");
-        var app = new CommandApp(new ConsoleRegistrar(console));
+        if (args is ["--version"] or ["-v"])
+        {
+            console.WriteLine(Version);
+            return 0;
+        }
+        if (args.Length > 0 && Commands.FirstOrDefault(c => c.Name == args[0]) is { } command
+            && OptionCheck.Problem(command.Name, command.Settings, args[1..]) is { } problem)
+        {
+            errors.MarkupLineInterpolated($"[red]error:[/] {problem}");
+            return BadInput;
+        }
+        var app = new CommandApp(new ConsoleRegistrar(console, new ErrorConsole(errors)));
         app.Configure(config =>
         {
             config.SetApplicationName("gqa");
             config.ConfigureConsole(console);
-            config.AddCommand<DemoCommand>("demo").WithDescription("Show what GQA buys: KV-cache memory of real models, and decode speed of MHA, GQA and MQA variants of a small model.");
-            config.AddCommand<KvMemoryCommand>("kv-memory").WithDescription("KV-cache bytes per context length for a config or preset and its MHA/GQA/MQA variants.");
-            config.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a checkpoint directory, streaming tokens.");
-            config.AddCommand<VerifyCommand>("verify").WithDescription("Compare a checkpoint's logits and greedy tokens with a reference computed by transformers.");
-            config.AddCommand<BenchCommand>("bench").WithDescription("Quick decode-attention benchmark: MHA vs GQA vs MQA vs a K/V-copying GQA.");
+            config.UseStrictParsing();
+            foreach (var entry in Commands) entry.Add(config);
             config.SetExceptionHandler((exception, _) =>
             {
                 var inner = exception is CommandRuntimeException or CommandParseException ? exception : Unwrap(exception);
-                if (verbose) console.WriteException(inner);
-                else console.MarkupLineInterpolated($"[red]error:[/] {inner.Message}");
+                if (verbose) errors.WriteException(inner);
+                else errors.MarkupLineInterpolated($"[red]error:[/] {Parsing.Message(inner)}");
                 return BadInput;
             });
         });
@@ -46,7 +83,11 @@ internal sealed class ConsoleRegistrar : ITypeRegistrar, ITypeResolver
 {
     private readonly Dictionary<Type, List<Func<object>>> _factories = new();
 
-    public ConsoleRegistrar(IAnsiConsole console) => RegisterInstance(typeof(IAnsiConsole), console);
+    public ConsoleRegistrar(IAnsiConsole console, ErrorConsole errors)
+    {
+        RegisterInstance(typeof(IAnsiConsole), console);
+        RegisterInstance(typeof(ErrorConsole), errors);
+    }
 
     public ITypeResolver Build() => this;
 

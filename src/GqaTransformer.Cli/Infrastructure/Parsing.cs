@@ -6,6 +6,23 @@ namespace GqaTransformer.Cli;
 /// <summary>Parsers for the command-line's value formats. Each throws <see cref="ArgumentException"/> with a one-line message.</summary>
 internal static class Parsing
 {
+    /// <summary>
+    /// An exception's message for a person at a terminal: without .NET's " (Parameter 'x')" and "Actual value was"
+    /// suffixes, and with a library property named by the option that set it (<paramref name="options"/>: property → option).
+    /// </summary>
+    public static string Message(Exception exception, IReadOnlyDictionary<string, string>? options = null)
+    {
+        string message = exception.Message;
+        if (exception is ArgumentException argument)
+        {
+            message = System.Text.RegularExpressions.Regex.Replace(message, @"\s*\(Parameter '[^']*'\)", "");
+            message = System.Text.RegularExpressions.Regex.Replace(message, @"\s*Actual value was [^\n]*", "");
+            if (options is not null && argument.ParamName is { } name && options.TryGetValue(name, out var option) && message.StartsWith(name, StringComparison.Ordinal))
+                message = option + message[name.Length..];
+        }
+        return message.Trim();
+    }
+
     public static long Bytes(string text)
     {
         var units = new (string Suffix, long Factor)[]
@@ -70,6 +87,12 @@ internal static class Parsing
         }
         throw new ArgumentException($"device '{text}' is not supported; use cpu or cuda.");
     }
+
+    /// <summary>"1 kv head", "8 kv heads".</summary>
+    public static string KvHeads(int count) => count == 1 ? "1 kv head" : $"{count} kv heads";
+
+    /// <summary>A context length as people write it: 4k for 4096, 1,000 for 1000.</summary>
+    public static string Tokens(int count) => count >= 1024 && count % 1024 == 0 ? $"{count / 1024}k" : count.ToString("N0", CultureInfo.InvariantCulture);
 
     public static string Size(long bytes)
     {

@@ -26,11 +26,11 @@ public sealed class TokenGenerator
     /// prompt equals generating it alone (greedy), up to floating-point rounding.
     /// </summary>
     public IReadOnlyList<IReadOnlyList<int>> Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
-        CancellationToken cancellationToken = default, KvCache? cache = null)
+        KvCache? cache = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompts);
         var results = prompts.Select(_ => new List<int>()).ToArray();
-        foreach (var step in StreamBatch(prompts, options, cancellationToken, cache))
+        foreach (var step in StreamBatch(prompts, options, cache, cancellationToken))
             for (int b = 0; b < step.Length; b++)
                 if (step[b] is { } token) results[b].Add(token);
         return results;
@@ -40,7 +40,7 @@ public sealed class TokenGenerator
     public IEnumerable<int> Stream(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        foreach (var step in StreamBatch([prompt], options, cancellationToken))
+        foreach (var step in StreamBatch([prompt], options, cancellationToken: cancellationToken))
             yield return step[0]!.Value;
     }
 
@@ -49,7 +49,7 @@ public sealed class TokenGenerator
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        using var enumerator = StreamBatch([prompt], options, cancellationToken).GetEnumerator();
+        using var enumerator = StreamBatch([prompt], options, cancellationToken: cancellationToken).GetEnumerator();
         while (true)
         {
             // Each step is compute-bound native work: run it off the caller's thread.
@@ -65,7 +65,7 @@ public sealed class TokenGenerator
     /// Throws <see cref="OperationCanceledException"/> at the next step once <paramref name="cancellationToken"/> fires.
     /// </summary>
     public IEnumerable<int?[]> StreamBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
-        CancellationToken cancellationToken = default, KvCache? cache = null)
+        KvCache? cache = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompts);
         ArgumentNullException.ThrowIfNull(options);

@@ -10,7 +10,22 @@ namespace GqaTransformer.Tests;
 /// <summary>The gqa commands, run in-process with a captured console.</summary>
 public class CliTests
 {
+    /// <summary>Runs gqa; Output is standard output and standard error together.</summary>
     private static (int ExitCode, string Output) Run(params string[] args)
+    {
+        var (code, stdout, stderr) = RunSplit(240, args);
+        return (code, stdout + stderr);
+    }
+
+    private static (int ExitCode, string Stdout, string Stderr) RunSplit(int width, params string[] args)
+    {
+        var (console, output) = Console(width);
+        var (errors, error) = Console(width);
+        int code = CliApp.Run(args, console, errors);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    private static (IAnsiConsole, StringWriter) Console(int width)
     {
         var writer = new StringWriter();
         var console = AnsiConsole.Create(new AnsiConsoleSettings
@@ -20,9 +35,8 @@ public class CliTests
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(writer),
         });
-        console.Profile.Width = 240;
-        int code = CliApp.Run(args, console);
-        return (code, writer.ToString());
+        console.Profile.Width = width;
+        return (console, writer);
     }
 
     [Fact]
@@ -30,7 +44,7 @@ public class CliTests
     {
         var (code, output) = Run("kv-memory", "--preset", "llama-3-8b", "--context", "4k,128k", "--budget", "24GiB");
         code.Should().Be(0, output);
-        output.Should().Contain("GQA, 8 kv heads (this model)").And.Contain("MHA, 32 kv heads").And.Contain("MQA, 1 kv heads");
+        output.Should().Contain("GQA 32/8 *").And.Contain("MHA 32/32").And.Contain("MQA 32/1").And.Contain("* this model");
         output.Should().Contain("512 MiB", "Llama-3-8B's bf16 cache at 4k tokens").And.Contain("16 GiB", "…at 128k");
         output.Should().Contain("196,608", "24 GiB / 128 KiB per token").And.Contain("49,152", "MHA: 24 GiB / 512 KiB");
         output.Should().Contain("1/4");
@@ -105,7 +119,7 @@ public class CliTests
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
         var expected = new TokenGenerator(model).Generate([5, 9, 13], GenerationOptions.Greedy(6));
         output.Should().Contain(string.Join(",", expected));
-        output.Should().Contain("decode tok/s").And.Contain("kv heads");
+        output.Should().Contain("decode tok/s").And.Contain("2 kv heads");
     }
 
     [Fact]
@@ -115,7 +129,7 @@ public class CliTests
         code.Should().Be(0, output);
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
         using var cache = model.CreateCache(1, 8, ScalarType.BFloat16);
-        var expected = new TokenGenerator(model).StreamBatch([[5, 9, 13]], GenerationOptions.Greedy(6), default, cache).Select(step => step[0]!.Value);
+        var expected = new TokenGenerator(model).StreamBatch([[5, 9, 13]], GenerationOptions.Greedy(6), cache).Select(step => step[0]!.Value);
         output.Should().Contain(string.Join(",", expected)).And.Contain("kv heads, bf16");
         Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5", "--cache-dtype", "int8").Output.Should().Contain("dtype 'int8' is not supported");
     }
@@ -125,8 +139,10 @@ public class CliTests
     {
         var (code, output) = Run("demo", "--context", "64", "--new-tokens", "4");
         code.Should().Be(0, output);
-        output.Should().Contain("Llama-3-8B").And.Contain("512 MiB").And.Contain("MHA (16 kv heads)").And.Contain("GQA (4 kv heads)").And.Contain("MQA (1 kv heads)");
-        output.Should().Contain("decode tok/s");
+        output.Should().Contain("Llama-3-8B").And.Contain("512 MiB").And.Contain("Llama-3-70B").And.NotContain("Llama-2-70B");
+        output.Should().Contain("MHA, 16 kv heads").And.Contain("GQA, 4 kv heads").And.Contain("MQA, 1 kv head").And.NotContain("1 kv heads");
+        output.Should().Contain("decode tok/s").And.Contain("Medians of 3 rounds");
+        output.IndexOf("KV cache per sequence", StringComparison.Ordinal).Should().BeLessThan(output.IndexOf("decode tok/s", StringComparison.Ordinal), "memory leads");
     }
 
     [Fact]
@@ -148,5 +164,112 @@ public class CliTests
         var (code, output) = Run(command, "--help");
         code.Should().Be(0);
         output.Should().Contain("USAGE").And.Contain("--verbose");
+    }
+
+    [Theory]
+    [InlineData("generate", "--temprature", "--temperature")]
+    [InlineData("generate", "--max-new-token", "--max-new-tokens")]
+    [InlineData("kv-memory", "--contxt", "--context")]
+    [InlineData("demo", "--new-token", "--new-tokens")]
+    [InlineData("verify", "--refrence", "--reference")]
+    [InlineData("bench", "--iteration", "--iterations")]
+    public void Every_command_rejects_a_misspelled_option_with_a_hint(string command, string typo, string meant)
+    {
+        var (code, stdout, stderr) = RunSplit(240, command, typo, "1");
+        code.Should().Be(2, stderr);
+        stderr.Should().Contain($"unknown option '{typo}'").And.Contain($"Did you mean '{meant}'?");
+        stdout.Should().BeEmpty("nothing ran");
+    }
+
+    [Theory]
+    [InlineData("generate", "--bogus")]
+    [InlineData("kv-memory", "--bogus")]
+    [InlineData("demo", "--bogus")]
+    [InlineData("verify", "--bogus")]
+    [InlineData("bench", "--bogus")]
+    [InlineData("kv-memory", "stray")]
+    public void Every_command_rejects_what_it_does_not_know(string command, string what)
+    {
+        var (code, output) = Run(command, what);
+        code.Should().Be(2, output);
+        output.Should().Contain($"'{what}'").And.Contain(command);
+    }
+
+    [Fact]
+    public void A_value_that_looks_like_an_option_is_still_a_value()
+    {
+        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9", "--temperature", "-1");
+        code.Should().Be(2, output);
+        output.Should().Contain("--temperature must be 0 (greedy) or a positive finite number, but was -1.");
+    }
+
+    [Theory]
+    [InlineData("--max-new-tokens", "0", "--max-new-tokens must be positive, but was 0.")]
+    [InlineData("--top-p", "1.5", "--top-p must be in (0, 1], but was 1.5.")]
+    [InlineData("--top-k", "-2", "--top-k must be 0 (off) or positive, but was -2.")]
+    public void Errors_name_the_option_not_the_property(string option, string value, string message)
+    {
+        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5", option, value);
+        code.Should().Be(2, output);
+        output.Should().Contain(message).And.NotContain("Parameter").And.NotContain("Actual value");
+    }
+
+    [Fact]
+    public void Max_new_tokens_is_an_alias_of_max_new()
+    {
+        var (code, stdout, _) = RunSplit(240, "generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new-tokens", "5", "--quiet");
+        code.Should().Be(0);
+        stdout.Trim().Split(',').Should().HaveCount(5);
+    }
+
+    [Fact]
+    public void Generate_writes_only_the_ids_to_standard_output()
+    {
+        var (code, stdout, stderr) = RunSplit(240, "generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "4");
+        code.Should().Be(0, stderr);
+        stdout.Trim().Should().MatchRegex(@"^\d+(,\d+){3}$");
+        stderr.Should().Contain("decode tok/s");
+        var (_, _, quiet) = RunSplit(240, "generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "4", "--quiet");
+        quiet.Should().BeEmpty();
+    }
+
+    [Fact]
+    public void Generate_stops_at_max_position_embeddings_and_says_so()
+    {
+        int maxPositions = DecoderConfig.FromFile(Path.Combine(Fixtures.HfTiny("llama_gqa"), "config.json")).MaxPositionEmbeddings;
+        var (code, stdout, stderr) = RunSplit(240, "generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new-tokens", "100000");
+        code.Should().Be(0, stderr);
+        stdout.Trim().Split(',').Should().HaveCount(maxPositions - 3);
+        stderr.Should().Contain("warning:").And.Contain($"max_position_embeddings ({maxPositions})");
+    }
+
+    [Fact]
+    public void Kv_memory_takes_a_checkpoint_directory()
+    {
+        var (code, output) = Run("kv-memory", "--config", Fixtures.HfTiny("llama_gqa"), "--context", "100");
+        code.Should().Be(0, output);
+        output.Should().Contain("GQA 8/2 *");
+    }
+
+    [Fact]
+    public void Version_names_the_tool_the_library_and_torchsharp()
+    {
+        var (code, output) = Run("--version");
+        code.Should().Be(0);
+        output.Should().MatchRegex(@"^gqa \d+\.\d+\.\d+.* \(GqaTransformer \d+\.\d+\.\d+.*, TorchSharp 0\.107\.\d+\)");
+    }
+
+    [Theory]
+    [InlineData("kv-memory", "--preset", "llama-3-8b", "--budget", "24GiB")]
+    [InlineData("kv-memory", "--preset", "llama-3-70b", "--context", "1k,4k,32k,128k,1024k", "--budget", "80GiB")]
+    [InlineData("demo", "--context", "32", "--new-tokens", "2", "--rounds", "1")]
+    [InlineData("bench", "--context", "64", "--kv-heads", "32,8", "--iterations", "1")]
+    public void Output_fits_80_columns(params string[] args)
+    {
+        var (code, stdout, stderr) = RunSplit(80, args);
+        code.Should().Be(0, stderr);
+        foreach (var line in (stdout + stderr).Split('\n'))
+            line.TrimEnd().Length.Should().BeLessThanOrEqualTo(80, line);
+        (stdout + stderr).Should().NotContain("…", "no header is cut short");
     }
 }

@@ -1,0 +1,25 @@
+using Spectre.Console;
+
+namespace GqaTransformer.Cli;
+
+/// <summary>
+/// Where a command writes what is not its result: tables of timings, progress, warnings and errors. Standard error, so
+/// that <c>gqa generate --ids 1,2 | next-step</c> gets the token ids alone on standard output.
+/// </summary>
+/// <param name="Console">The console behind standard error.</param>
+public sealed record ErrorConsole(IAnsiConsole Console);
+
+/// <summary>Tables that fit an 80-column terminal: no box, two spaces between columns, cells never wrapped.</summary>
+internal static class Tables
+{
+    public static Table Create(string? title = null)
+    {
+        var table = new Table().Border(TableBorder.Simple);
+        if (title is not null) table.Title(title);
+        return table;
+    }
+
+    public static TableColumn Left(string header) => new TableColumn(header).NoWrap().Padding(new Padding(0, 0, 1, 0));
+
+    public static TableColumn Right(string header) => Left(header).RightAligned();
+}
