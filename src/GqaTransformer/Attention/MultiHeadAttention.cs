@@ -61,7 +61,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     }
 
     private MultiHeadAttention(int hiddenSize, int numHeads, int numKvHeads, int? headDim, bool qkvBias, bool outputBias,
-        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name, Device? device, ScalarType? dtype, RotaryEmbedding? rotary) : base(name)
+        double ropeTheta, RopeScaling? ropeScaling, int layerIndex, string name, Device? device, ScalarType? dtype, RotaryEmbedding? rotary) : base(TorchBackend.Checked(name))
     {
         DecoderConfig.ValidateAttentionShape(hiddenSize, numHeads, numKvHeads, headDim, nameof(numKvHeads));
         if (layerIndex < 0)

@@ -34,6 +34,7 @@ public sealed class KvCache : IDisposable
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
+        TorchBackend.EnsureLoaded();
         Guard.Positive(batchSize, nameof(batchSize));
         Guard.Positive(capacity, nameof(capacity));
         if (!Guard.IsFloatingPoint(dtype))
@@ -42,7 +43,7 @@ public sealed class KvCache : IDisposable
         BatchSize = batchSize;
         Capacity = capacity;
         Dtype = dtype;
-        Device = device ?? CPU;
+        Device = device ?? DefaultDevice();
         Slots = SlotsFor(config, capacity);
         _slotPositions = Enumerable.Repeat(-1L, Slots).ToArray();
         _keys = new Tensor[config.NumHiddenLayers];
@@ -62,6 +63,8 @@ public sealed class KvCache : IDisposable
             throw;
         }
     }
+
+    private static Device DefaultDevice() => CPU; // not inline: the constructor checks the backend before touching TorchSharp
 
     /// <summary>The config the cache was made for.</summary>
     public DecoderConfig Config { get; }

@@ -12,11 +12,12 @@ internal static class PretrainedCheckpoint
     public const string SingleFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";
 
-    public static DecoderModel Load(string directory, ScalarType dtype, Device device)
+    public static DecoderModel Load(string directory, ScalarType dtype, Device? device)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
+        device ??= CPU;
         if (!Guard.IsFloatingPoint(dtype))
             throw new ArgumentException($"dtype must be a floating-point type, but was {dtype}.", nameof(dtype));
         var config = DecoderConfig.FromFile(Path.Combine(directory, ConfigFile));

@@ -19,7 +19,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     /// <param name="name">Module name.</param>
     /// <param name="device">Device of the weight (default CPU).</param>
     /// <param name="dtype">Element type of the weight (default float32).</param>
-    public RmsNorm(int size, double eps = 1e-6, string name = "norm", Device? device = null, ScalarType? dtype = null) : base(name)
+    public RmsNorm(int size, double eps = 1e-6, string name = "norm", Device? device = null, ScalarType? dtype = null) : base(TorchBackend.Checked(name))
     {
         Guard.Positive(size, nameof(size));
         if (!(eps > 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, $"eps must be positive, but was {eps}.");

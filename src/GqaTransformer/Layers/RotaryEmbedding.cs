@@ -21,7 +21,7 @@ public sealed class RotaryEmbedding : nn.Module
     /// <param name="scaling">Optional RoPE scaling; null for the default.</param>
     /// <param name="name">Module name.</param>
     public RotaryEmbedding(int headDim, double theta = 10000.0, RopeScaling? scaling = null, string name = "rotary_emb")
-        : base(name)
+        : base(TorchBackend.Checked(name))
     {
         Guard.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0)

@@ -18,7 +18,7 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
     /// <param name="name">Module name.</param>
     /// <param name="device">Device of the weights (default CPU).</param>
     /// <param name="dtype">Element type of the weights (default float32).</param>
-    public SwiGluMlp(int hiddenSize, int intermediateSize, string name = "mlp", Device? device = null, ScalarType? dtype = null) : base(name)
+    public SwiGluMlp(int hiddenSize, int intermediateSize, string name = "mlp", Device? device = null, ScalarType? dtype = null) : base(TorchBackend.Checked(name))
     {
         Guard.Positive(hiddenSize, nameof(hiddenSize));
         Guard.Positive(intermediateSize, nameof(intermediateSize));

@@ -23,7 +23,7 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     /// <param name="dtype">Element type of the weights (default float32).</param>
     /// <param name="rotary">The model's RoPE table, shared by its layers; null creates one for this layer.</param>
     public DecoderLayer(DecoderConfig config, int layerIndex = 0, string name = "layer", Device? device = null, ScalarType? dtype = null,
-        RotaryEmbedding? rotary = null) : base(name)
+        RotaryEmbedding? rotary = null) : base(TorchBackend.Checked(name))
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();

@@ -21,7 +21,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// <param name="config">The model's config (validated here).</param>
     /// <param name="dtype">Element type of the weights (default float32).</param>
     /// <param name="device">Device of the weights (default CPU).</param>
-    public DecoderModel(DecoderConfig config, ScalarType? dtype = null, Device? device = null) : base("decoder")
+    public DecoderModel(DecoderConfig config, ScalarType? dtype = null, Device? device = null) : base(TorchBackend.Checked("decoder"))
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
@@ -47,7 +47,10 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// <exception cref="InvalidDataException">A corrupt or truncated file, a missing, unexpected or misshapen tensor.</exception>
     /// <exception cref="NotSupportedException">An architecture, model type or RoPE type this library does not run.</exception>
     public static DecoderModel FromPretrained(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null)
-        => PretrainedCheckpoint.Load(directory, dtype, device ?? CPU);
+    {
+        TorchBackend.EnsureLoaded(); // before anything touches TorchSharp, so a missing backend gets a message that says so
+        return PretrainedCheckpoint.Load(directory, dtype, device);
+    }
 
     /// <summary>
     /// Writes the model as a HuggingFace checkpoint: <c>config.json</c> (classic layout) and <c>model.safetensors</c>,
