@@ -85,9 +85,7 @@ public sealed class TokenGenerator
         CancellationToken cancellationToken)
     {
         var stopTokens = (options.StopTokenIds ?? Model.Config.EosTokenIds ?? []).ToHashSet();
-        GenerationSession session;
-        using (NewDisposeScope()) session = new GenerationSession(Model, prompts.Count, capacity, cache); // see the step below
-        using var sessionOwner = session;
+        using var session = new GenerationSession(Model, prompts.Count, capacity, cache); // its cache allocates in a scope of its own
         using var sampler = new TokenSampler(options);
         bool penalise = options.RepetitionPenalty != 1.0;
         var finished = new bool[prompts.Count];

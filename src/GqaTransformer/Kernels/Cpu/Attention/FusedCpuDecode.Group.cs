@@ -41,6 +41,7 @@ internal static unsafe partial class FusedCpuDecode
     }
 
     /// <summary>G ≥ 2 queries over one head's key range; <paramref name="groupLanes"/> &gt; 0 selects a 512-bit score form.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task: skip the unoptimised first tier
     private static void AttendGroup(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, int g, int padded, int groupLanes,
         ScalarType dtype, float scale, State state)
     {
@@ -74,6 +75,7 @@ internal static unsafe partial class FusedCpuDecode
     /// Whether a 16-bit cache is read in place rather than widened (AVX-512 only): values by every form when D is a
     /// multiple of 32, keys by the quads form; float16 keys only when no scaled query is too large for the 2^112 scale.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task: skip the unoptimised first tier
     private static bool ReadsInPlace(in GroupTask t)
     {
         bool inPlace = Avx512F.IsSupported && Vector512.IsHardwareAccelerated && t.Dtype is ScalarType.BFloat16 or ScalarType.Float16;
@@ -128,6 +130,7 @@ internal static unsafe partial class FusedCpuDecode
     }
 
     /// <summary>The G queries, scaled by 1/√D, in the layout of the task's score form (float16 keys read in place: times 2^112 too).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task: skip the unoptimised first tier
     private static void PlaceQueries(in GroupTask t, bool keysInPlace)
     {
         float scale = t.Scale * (keysInPlace && t.Half ? HalfPairs.Scale : 1f);
