@@ -11,7 +11,7 @@ namespace GqaTransformer.Cli;
 /// heads of 128 over a cache of each context length, for several KV-head counts, plus GQA that copies K/V per query
 /// head first. Median of repeated runs; effective GB/s is KV bytes read per step over the median time.
 /// </summary>
-public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Settings>
+public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Command<BenchCommand.Settings>
 {
     /// <summary>Options of <c>gqa bench</c>.</summary>
     public sealed class Settings : GqaSettings
@@ -52,9 +52,14 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
         [CommandOption("--new-tokens <N>")][Description("Decode steps with --model. Default 128.")][DefaultValue(128)]
         public int NewTokens { get; init; } = 128;
 
+        /// <summary>CUDA graphs.</summary>
+        [CommandOption("--cuda-graphs <on|off>")][Description("On CUDA, replay each decode step from a CUDA graph: on (default) or off.")][DefaultValue("on")]
+        public string CudaGraphs { get; init; } = "on";
+
         /// <inheritdoc />
         public override ValidationResult Validate()
-            => Iterations < 1 ? ValidationResult.Error("--iterations must be positive.")
+            => CudaGraphs is not ("on" or "off") ? ValidationResult.Error($"--cuda-graphs must be on or off, but was '{CudaGraphs}'.")
+             : Iterations < 1 ? ValidationResult.Error("--iterations must be positive.")
              : Batch < 1 ? ValidationResult.Error("--batch must be positive.")
              : ValidationResult.Success();
     }
@@ -68,7 +73,9 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
 
     private int BenchModel(Settings settings, int[] contexts, int[] kvCounts, ScalarType dtype, Device device, CancellationToken cancellationToken)
     {
-        var table = Tables.Create($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens")
+        if (device.type == TorchSharp.DeviceType.CUDA)
+            errors.Console.MarkupLineInterpolated($"[grey]CUDA graphs: {(settings.CudaGraphs == "off" ? "off" : GqaTransformer.CudaGraphs.UnavailableReason ?? "on")}[/]");
+        var table = Tables.Create($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens, graphs {settings.CudaGraphs}")
             .AddColumn(Tables.Left("prompt")).AddColumn(Tables.Left("kv heads")).AddColumn(Tables.Right("prefill ms"))
             .AddColumn(Tables.Right("decode ms/step")).AddColumn(Tables.Right("decode tok/s"))
             .AddColumn(Tables.Right("vs MHA")).AddColumn(Tables.Right("KV cache"));
@@ -81,7 +88,7 @@ public sealed class BenchCommand(IAnsiConsole console) : Command<BenchCommand.Se
                 manual_seed(1);
                 using var model = new DecoderModel(OneBillion(kv), dtype, device);
                 model.eval();
-                using var session = new GenerationSession(model, settings.Batch, context + settings.NewTokens + 1);
+                using var session = new GenerationSession(model, settings.Batch, context + settings.NewTokens + 1, useCudaGraphs: settings.CudaGraphs == "on");
                 var random = new Random(3);
                 var prompts = Enumerable.Range(0, settings.Batch).Select(_ => (IReadOnlyList<int>)Enumerable.Range(0, context).Select(_ => random.Next(32000)).ToArray()).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();

@@ -69,6 +69,10 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         [CommandOption("--cache-dtype <DTYPE>")][Description("KV cache dtype: fp32, bf16 or fp16. Default: the model's (--dtype).")]
         public string? CacheDtype { get; init; }
 
+        /// <summary>CUDA graphs.</summary>
+        [CommandOption("--cuda-graphs <on|off>")][Description("On CUDA, replay each decode step from a CUDA graph: on (default) or off.")][DefaultValue("on")]
+        public string CudaGraphs { get; init; } = "on";
+
         /// <summary>No speed table on standard error.</summary>
         [CommandOption("--quiet")][Description("Print only the continuation: no speed table, no warnings.")]
         public bool Quiet { get; init; }
@@ -85,12 +89,14 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         internal GenerationOptions ToOptions() => new()
         {
             MaxNewTokens = MaxNew, Temperature = Temperature, TopK = TopK, TopP = TopP, RepetitionPenalty = RepetitionPenalty, Seed = Seed,
+            UseCudaGraphs = Parsing.OnOff(CudaGraphs, "--cuda-graphs"),
         };
 
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
             if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
+            if (CudaGraphs is not ("on" or "off")) return ValidationResult.Error($"--cuda-graphs must be on or off, but was '{CudaGraphs}'.");
             try
             {
                 ToOptions().Validate();
@@ -119,6 +125,8 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         if (prompt.Count == 0) throw new ArgumentException("The prompt holds no token.");
 
         using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
+        if (device.type == TorchSharp.DeviceType.CUDA && options.UseCudaGraphs && !settings.Quiet)
+            errors.Console.MarkupLineInterpolated($"[grey]CUDA graphs: {GqaTransformer.CudaGraphs.UnavailableReason ?? "on"}[/]");
         options = WithinPositions(options, prompt.Count, model.Config.MaxPositionEmbeddings, settings.Quiet);
         var generator = new TokenGenerator(model);
         using var cache = model.CreateCache(1, Math.Max(1, prompt.Count + options.MaxNewTokens - 1), cacheDtype);

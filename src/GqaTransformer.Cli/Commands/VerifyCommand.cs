@@ -40,9 +40,14 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16; half precision needs a looser --tolerance.")][DefaultValue("fp32")]
         public string Dtype { get; init; } = "fp32";
 
+        /// <summary>CUDA graphs.</summary>
+        [CommandOption("--cuda-graphs <on|off>")][Description("On CUDA, replay each decode step from a CUDA graph: on (default) or off.")][DefaultValue("on")]
+        public string CudaGraphs { get; init; } = "on";
+
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
+            if (CudaGraphs is not ("on" or "off")) return ValidationResult.Error($"--cuda-graphs must be on or off, but was '{CudaGraphs}'.");
             if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
             if (string.IsNullOrEmpty(Reference)) return ValidationResult.Error("--reference FILE is required.");
             if (!(Tolerance >= 0)) return ValidationResult.Error($"--tolerance must be non-negative, but was {Tolerance}.");
@@ -76,7 +81,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         bool? tokensOk = null;
         string tokenDetail = "no gen_prompt in the reference";
         if (reference.Entries.ContainsKey("gen_prompt") && reference.Entries.ContainsKey("gen_tokens"))
-            (tokensOk, tokenDetail) = CompareGreedy(model, reference, cancellationToken);
+            (tokensOk, tokenDetail) = CompareGreedy(model, reference, settings.CudaGraphs == "on", cancellationToken);
 
         var table = Tables.Create().AddColumn(Tables.Left("check")).AddColumn(Tables.Left("result")).AddColumn("");
         table.AddRow("max |logits - reference|", maxDifference.ToString("0.###E+0", CultureInfo.InvariantCulture),
@@ -89,7 +94,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         return ok ? 0 : Mismatch;
     }
 
-    private static (bool, string) CompareGreedy(DecoderModel model, SafetensorsFile reference, CancellationToken cancellationToken)
+    private static (bool, string) CompareGreedy(DecoderModel model, SafetensorsFile reference, bool cudaGraphs, CancellationToken cancellationToken)
     {
         var prompt = reference.Read("gen_prompt", ScalarType.Int64);
         var want = reference.Read("gen_tokens", ScalarType.Int64);
@@ -104,7 +109,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
             var real = mask?[b].data<long>().ToArray();
             prompts.Add(row.Where((_, i) => real is null || real[i] == 1).Select(t => (int)t).ToArray());
         }
-        var generated = new TokenGenerator(model).Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [] }, cancellationToken: cancellationToken);
+        var generated = new TokenGenerator(model).Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [], UseCudaGraphs = cudaGraphs }, cancellationToken: cancellationToken);
         int matching = 0, total = 0;
         for (int b = 0; b < prompts.Count; b++)
         {

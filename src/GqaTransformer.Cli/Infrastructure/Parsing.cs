@@ -88,6 +88,14 @@ internal static class Parsing
         throw new ArgumentException($"device '{text}' is not supported; use cpu or cuda.");
     }
 
+    /// <summary>on → true, off → false.</summary>
+    public static bool OnOff(string text, string option) => text switch
+    {
+        "on" => true,
+        "off" => false,
+        _ => throw new ArgumentException($"{option} must be on or off, but was '{text}'."),
+    };
+
     /// <summary>"1 kv head", "8 kv heads".</summary>
     public static string KvHeads(int count) => count == 1 ? "1 kv head" : $"{count} kv heads";
 

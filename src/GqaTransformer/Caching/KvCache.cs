@@ -64,6 +64,8 @@ public sealed class KvCache : IDisposable
         }
     }
 
+    private Tensor? _deviceSlot; // set while a fixed-shape decode step writes at a slot index held on the device
+
     private static Device DefaultDevice() => CPU; // not inline: the constructor checks the backend before touching TorchSharp
 
     /// <summary>The config the cache was made for.</summary>
@@ -255,6 +257,12 @@ public sealed class KvCache : IDisposable
         EnsureRoom(keys.size(2));
         long tokens = keys.size(2);
         (keys, values) = (keys.to(Dtype), values.to(Dtype));                         // the cache's dtype may differ from the model's
+        if (_deviceSlot is not null && tokens == 1)
+        {
+            _keys[layer].index_copy_(2, _deviceSlot, keys);
+            _values[layer].index_copy_(2, _deviceSlot, values);
+            return (_keys[layer], _values[layer]);                                  // [B, Hkv, Capacity, D]: the caller masks
+        }
         if (!IsRingBuffer)
         {
             _keys[layer].narrow(2, Length, tokens).copy_(keys);
@@ -288,6 +296,25 @@ public sealed class KvCache : IDisposable
             t += run;
         }
         return (allKeys, allValues);
+    }
+
+    /// <summary>
+    /// While the returned scope lives, a one-token <see cref="Write"/> goes to the slot whose index <paramref name="slot"/>
+    /// (one int64 on the cache's device) holds, and returns the whole buffers, [B, Hkv, Capacity, D]: fixed shapes and no
+    /// value read by the host, as a captured CUDA graph needs. The caller masks the slots not written yet, moves the
+    /// index on the device, and commits each step with <see cref="Advance"/>.
+    /// </summary>
+    internal IDisposable WritingAtDeviceSlot(Tensor slot)
+    {
+        ThrowIfDisposed();
+        if (IsRingBuffer) throw new InvalidOperationException("A ring-buffer cache cannot be written at a device-held slot.");
+        _deviceSlot = slot;
+        return new SlotScope(this);
+    }
+
+    private sealed class SlotScope(KvCache cache) : IDisposable
+    {
+        public void Dispose() => cache._deviceSlot = null;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

@@ -24,6 +24,13 @@ public sealed record GenerationOptions
     /// <summary>Seed of the sampler; the same seed gives the same tokens (on the CPU). Null: a random seed.</summary>
     public ulong? Seed { get; init; }
 
+    /// <summary>
+    /// On CUDA, replay each decode step from a captured CUDA graph where <see cref="CudaGraphs"/> are available (one
+    /// launch per step instead of hundreds); elsewhere, or for a sliding-window cache, decoding is eager. Default true.
+    /// Greedy tokens are the same either way.
+    /// </summary>
+    public bool UseCudaGraphs { get; init; } = true;
+
     /// <summary>Whether tokens are sampled rather than picked greedily.</summary>
     public bool IsSampling => Temperature > 0;
 

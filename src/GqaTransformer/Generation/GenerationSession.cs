@@ -16,9 +16,17 @@ public sealed class GenerationSession : IDisposable
     private Tensor? _attentionMask;   // [B, tokens so far], 1 = token, 0 = padding; null while nothing is padded
     private long[] _nextPositions = []; // per sequence
     private readonly bool[] _seenTokens;
+    private readonly bool _useCudaGraphs;
+    private CudaGraphDecoder? _graphs;  // set at the first decode step when graphs are used
 
     /// <summary>Opens a session over <paramref name="model"/> with <paramref name="cache"/> (created for the batch if null).</summary>
-    public GenerationSession(DecoderModel model, int batchSize, int capacity, KvCache? cache = null)
+    /// <param name="model">The model.</param>
+    /// <param name="batchSize">Number of sequences.</param>
+    /// <param name="capacity">Most tokens per sequence, prompt included.</param>
+    /// <param name="cache">A cache to use, empty; null creates one that the session owns.</param>
+    /// <param name="useCudaGraphs">On CUDA, replay decode steps from a captured CUDA graph where <see cref="CudaGraphs"/>
+    /// are available and the cache is no ring buffer; elsewhere this changes nothing (see <see cref="UsesCudaGraphs"/>).</param>
+    public GenerationSession(DecoderModel model, int batchSize, int capacity, KvCache? cache = null, bool useCudaGraphs = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         Guard.Positive(batchSize, nameof(batchSize));
@@ -36,7 +44,11 @@ public sealed class GenerationSession : IDisposable
         _ownsCache = cache is null;
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
+        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && CudaGraphs.IsAvailable;
     }
+
+    /// <summary>Whether decode steps replay a CUDA graph (asked for, on CUDA, graphs available, no ring buffer).</summary>
+    public bool UsesCudaGraphs => _useCudaGraphs;
 
     /// <summary>The session's KV cache.</summary>
     public KvCache Cache { get; }
@@ -110,12 +122,19 @@ public sealed class GenerationSession : IDisposable
         if (tokens.Count != BatchSize)
             throw new ArgumentException($"Expected one token for each of {BatchSize} sequences, got {tokens.Count}.", nameof(tokens));
         Cache.EnsureRoom(1);
+        for (int b = 0; b < BatchSize; b++)
+            if (tokens[b] < 0 || tokens[b] >= _model.Config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), tokens[b], $"Token ids must be in [0, {_model.Config.VocabSize}), but sequence {b} got {tokens[b]}.");
+        for (int b = 0; b < BatchSize; b++) _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
+        if (_useCudaGraphs)
+        {
+            _graphs ??= new CudaGraphDecoder(_model, Cache, _nextPositions, _attentionMask);
+            for (int b = 0; b < BatchSize; b++) _nextPositions[b]++;
+            return _graphs.Step(tokens);
+        }
         using var scope = NewDisposeScope();
         var device = _model.Device;
         var ids = tensor(tokens.ToArray(), device: device).view(BatchSize, 1);
-        for (int b = 0; b < BatchSize; b++)
-            if (tokens[b] >= 0 && tokens[b] < _model.Config.VocabSize)
-                _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
         Tensor? positions = null;
         if (_attentionMask is not null)
         {
@@ -129,9 +148,10 @@ public sealed class GenerationSession : IDisposable
         return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Frees the attention mask, and the cache if the session created it.</summary>
+    /// <summary>Frees the attention mask, any CUDA graph, and the cache if the session created it.</summary>
     public void Dispose()
     {
+        _graphs?.Dispose();
         _attentionMask?.Dispose();
         if (_ownsCache) Cache.Dispose();
     }

@@ -85,7 +85,7 @@ public sealed class TokenGenerator
         CancellationToken cancellationToken)
     {
         var stopTokens = (options.StopTokenIds ?? Model.Config.EosTokenIds ?? []).ToHashSet();
-        using var session = new GenerationSession(Model, prompts.Count, capacity, cache); // its cache allocates in a scope of its own
+        using var session = new GenerationSession(Model, prompts.Count, capacity, cache, options.UseCudaGraphs); // its cache allocates in a scope of its own
         using var sampler = new TokenSampler(options);
         bool penalise = options.RepetitionPenalty != 1.0;
         var finished = new bool[prompts.Count];

@@ -129,6 +129,21 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         return logits.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// One decode step with fixed shapes, for capture in a CUDA graph: ids and positionIds [B, 1] and mask
+    /// [B, 1, 1, Capacity] live on the model's device, and the cache writes at a device-held slot
+    /// (<see cref="KvCache.WritingAtDeviceSlot"/>). Nothing here reads a value back to the host; the caller validated
+    /// the shapes once, and commits the cache.
+    /// </summary>
+    internal Tensor DecodeFixed(Tensor ids, Tensor positionIds, Tensor mask, KvCache cache)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, 1, hidden]
+        var logits = _lmHead is null ? Kernels.Linear(hidden, _model.EmbedTokens.weight!) : Kernels.Linear(_lmHead, hidden);
+        return logits.MoveToOuterDisposeScope();                                   // [B, 1, vocab]
+    }
+
     private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past, Device device)
     {
         Guard.Rank(inputIds, 2, nameof(inputIds), "[batch, tokens]");

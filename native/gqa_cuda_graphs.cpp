@@ -1,0 +1,119 @@
+// GqaTransformer's CUDA-graph shim: a C ABI over libtorch's at::cuda::CUDAGraph, which TorchSharp 0.107 does not bind.
+// libtorch's graph captures whatever the calling thread issues on its current CUDA stream, whoever issues it, so .NET
+// code captures a decode step made of ordinary TorchSharp ops between gqa_graph_capture_begin and _end. Every call
+// returns 0 on success or -1 with the reason in gqa_last_error(); no C++ exception crosses the boundary.
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/version.h>
+
+#include <exception>
+#include <new>
+#include <optional>
+#include <string>
+
+namespace {
+
+thread_local std::string last_error;
+
+struct Graph {
+    // The CUDAGraph lives in a buffer larger than any libtorch version's object, so a build against one version's
+    // headers never writes past it when another version's out-of-line constructor runs (the loader checks versions too).
+    alignas(64) unsigned char storage[16384];
+    at::cuda::CUDAGraph* graph = nullptr;
+    std::optional<c10::cuda::CUDAStream> side;      // capture and warm-up run here: capture refuses the default stream
+    std::optional<c10::cuda::CUDAStream> previous;  // the thread's stream before entering the side stream
+};
+
+template <typename F>
+int guarded(F&& body) {
+    try {
+        body();
+        return 0;
+    } catch (const std::exception& e) {
+        last_error = e.what();
+    } catch (...) {
+        last_error = "unknown C++ exception";
+    }
+    return -1;
+}
+
+Graph* as_graph(void* handle) {
+    if (handle == nullptr) throw std::invalid_argument("graph handle is null");
+    return static_cast<Graph*>(handle);
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* gqa_last_error() { return last_error.c_str(); }
+
+// The libtorch version this library was compiled against, e.g. "2.11.0".
+const char* gqa_built_torch_version() { return TORCH_VERSION; }
+
+int gqa_graph_create(int device, void** handle) {
+    return guarded([&] {
+        static_assert(sizeof(at::cuda::CUDAGraph) <= sizeof(Graph::storage), "CUDAGraph outgrew its buffer");
+        auto* g = new Graph();
+        try {
+            g->graph = new (g->storage) at::cuda::CUDAGraph();
+            g->side = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+        } catch (...) {
+            delete g;
+            throw;
+        }
+        *handle = g;
+    });
+}
+
+// Makes the graph's side stream current on this thread, after the work already queued on the current stream.
+int gqa_graph_enter_stream(void* handle) {
+    return guarded([&] {
+        Graph* g = as_graph(handle);
+        g->previous = c10::cuda::getCurrentCUDAStream(g->side->device_index());
+        at::cuda::CUDAEvent ready;
+        ready.record(*g->previous);
+        ready.block(*g->side);
+        c10::cuda::setCurrentCUDAStream(*g->side);
+    });
+}
+
+// Makes the thread's previous stream current again, after the work queued on the side stream.
+int gqa_graph_exit_stream(void* handle) {
+    return guarded([&] {
+        Graph* g = as_graph(handle);
+        if (!g->previous) throw std::logic_error("gqa_graph_exit_stream without gqa_graph_enter_stream");
+        at::cuda::CUDAEvent done;
+        done.record(*g->side);
+        done.block(*g->previous);
+        c10::cuda::setCurrentCUDAStream(*g->previous);
+        g->previous.reset();
+    });
+}
+
+// Starts capturing what this thread issues on the side stream (enter it first), into a private memory pool.
+int gqa_graph_capture_begin(void* handle) {
+    return guarded([&] { as_graph(handle)->graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal); });
+}
+
+int gqa_graph_capture_end(void* handle) {
+    return guarded([&] { as_graph(handle)->graph->capture_end(); });
+}
+
+// Launches the captured work on the thread's current stream.
+int gqa_graph_replay(void* handle) {
+    return guarded([&] { as_graph(handle)->graph->replay(); });
+}
+
+void gqa_graph_destroy(void* handle) {
+    if (handle == nullptr) return;
+    auto* g = static_cast<Graph*>(handle);
+    try {
+        g->graph->~CUDAGraph();
+    } catch (...) {
+    }
+    delete g;
+}
+
+}  // extern "C"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: CUDA-graph decoding checked and measured beside PyTorch in one run. Takes the packed
+# self-contained gqa (as tools/gpu_check.sh). Parity with every transformers reference with graphs on; whole-model
+# decode of the 1.1B shape with graphs off and on; PyTorch eager and compiled (CUDA graphs) on the same shapes.
+set -uo pipefail
+pkg=${1:-.device/gqa.tar.xz}
+work=$(mktemp -d)
+tar xJf "$pkg" -C "$work"
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
+export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
+gqa="$work/gqa/gqa"
+data=tests/GqaTransformer.Tests/TestData
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+pass=0; fail=0
+for dir in "$data"/hf-tiny/* "$data"/hf-ref/*; do
+  [ -f "$dir/expected.safetensors" ] || continue
+  if "$gqa" verify --model "$dir" --reference "$dir/expected.safetensors" --device cuda --cuda-graphs on > /tmp/v.log 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $(basename "$dir")"; cat /tmp/v.log; fi
+done
+for name in llama_gqa llama_mqa; do
+  if "$gqa" verify --model "$data/hf-tiny/$name" --reference "$data/hf-tiny/$name/expected.safetensors" --device cuda --dtype bf16 --tolerance 0.5 --cuda-graphs on > /tmp/v.log 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); cat /tmp/v.log; fi
+done
+echo "== verify with CUDA graphs: $pass passed, $fail failed"
+"$gqa" generate --model "$data/hf-tiny/llama_gqa" --ids 5,9,13 --max-new 12 --device cuda --cuda-graphs on
+"$gqa" generate --model "$data/hf-tiny/llama_gqa" --ids 5,9,13 --max-new 12 --device cuda --cuda-graphs off --quiet
+[ "${SKIP_BENCH:-0}" = 1 ] && exit 0
+for graphs in off on; do
+  "$gqa" bench --model --device cuda --dtype bf16 --context 512 --batch 1 --kv-heads 32,8,1 --new-tokens 128 --cuda-graphs $graphs
+  "$gqa" bench --model --device cuda --dtype bf16 --context 2048 --batch 8 --kv-heads 32,8,1 --new-tokens 64 --cuda-graphs $graphs
+done
+"$gqa" bench --model --device cuda --dtype bf16 --context 4096 --batch 32 --kv-heads 32,8 --new-tokens 32 --cuda-graphs on
+[ "${SKIP_TORCH_REFERENCE:-0}" = 1 ] && exit 0
+python3 tools/gpu_decode_reference.py 1 512 128 32,8 both
+python3 tools/gpu_decode_reference.py 8 2048 64 32,8 both
