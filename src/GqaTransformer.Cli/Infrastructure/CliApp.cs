@@ -21,6 +21,8 @@ public static class CliApp
             .WithDescription("Generate from a checkpoint directory: the continuation on standard output, speed on standard error.")),
         new("verify", typeof(VerifyCommand.Settings), c => c.AddCommand<VerifyCommand>("verify")
             .WithDescription("Compare a checkpoint's logits and greedy tokens with a reference computed by transformers.")),
+        new("convert", typeof(ConvertCommand.Settings), c => c.AddCommand<ConvertCommand>("convert")
+            .WithDescription("Write a checkpoint with fewer key/value heads (MHA to GQA): each new head the mean, the first or a random head of its group.")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

@@ -96,6 +96,21 @@ internal static class PretrainedCheckpoint
         File.WriteAllText(Path.Combine(directory, IndexFile), index.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
+    /// <summary>The weight files of a checkpoint directory: the shards its index lists, or model.safetensors.</summary>
+    public static List<string> WeightFileNames(string directory)
+    {
+        string indexPath = Path.Combine(directory, IndexFile);
+        if (!File.Exists(indexPath)) return [SingleFile];
+        using var files = new DisposableList(OpenWeightFiles(directory));
+        return files.Items.Select(f => Path.GetFileName(f.Path)).ToList();
+    }
+
+    private sealed class DisposableList(List<SafetensorsFile> items) : IDisposable
+    {
+        public List<SafetensorsFile> Items => items;
+        public void Dispose() { foreach (var f in items) f.Dispose(); }
+    }
+
     private static List<SafetensorsFile> OpenWeightFiles(string directory)
     {
         string indexPath = Path.Combine(directory, IndexFile);

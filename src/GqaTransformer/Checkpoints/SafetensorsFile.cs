@@ -96,18 +96,27 @@ public sealed class SafetensorsFile : IDisposable
     /// (non-contiguous or non-CPU tensors are copied one at a time). Keys are written in ordinal order.
     /// </summary>
     public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+        => Write(path, tensors.Select(p => (p.Key, p.Value.dtype, p.Value.shape, (Func<Tensor>)(() => p.Value), false)), metadata);
+
+    /// <summary>
+    /// Writes tensors that are made one at a time: the header from each one's name, dtype and shape, then each tensor
+    /// from its producer, written and (when <c>Owned</c>) disposed before the next is made, so a whole checkpoint never
+    /// sits in memory. A produced tensor of another dtype or shape than announced is an error.
+    /// </summary>
+    internal static void Write(string path, IEnumerable<(string Name, ScalarType Dtype, long[] Shape, Func<Tensor> Produce, bool Owned)> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var ordered = tensors.OrderBy(p => p.Key, StringComparer.Ordinal).ToList();
+        var ordered = tensors.OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
         var header = new Dictionary<string, object>();
         if (metadata is { Count: > 0 }) header["__metadata__"] = metadata;
         long offset = 0;
-        foreach (var (name, tensor) in ordered)
+        foreach (var (name, dtype, shape, _, _) in ordered)
         {
-            long length = tensor.numel() * tensor.dtype.ElementSize();
+            long length = shape.Aggregate(1L, (a, b) => checked(a * b)) * dtype.ElementSize();
             header[name] = new Dictionary<string, object>
             {
-                ["dtype"] = DtypeName(tensor.dtype),
-                ["shape"] = tensor.shape,
+                ["dtype"] = DtypeName(dtype),
+                ["shape"] = shape,
                 ["data_offsets"] = new[] { offset, offset + length },
             };
             offset += length;
@@ -115,15 +124,35 @@ public sealed class SafetensorsFile : IDisposable
         byte[] json = JsonSerializer.SerializeToUtf8Bytes(header);
         int padding = (8 - json.Length % 8) % 8; // align the data to 8 bytes, as the reference writer does
         string temporary = path + ".partial";
-        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+        try
         {
-            stream.Write(BitConverter.GetBytes((ulong)(json.Length + padding)));
-            stream.Write(json);
-            for (int i = 0; i < padding; i++) stream.WriteByte((byte)' ');
-            foreach (var (_, tensor) in ordered)
-                TensorBytes.WriteTo(stream, tensor);
+            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                stream.Write(BitConverter.GetBytes((ulong)(json.Length + padding)));
+                stream.Write(json);
+                for (int i = 0; i < padding; i++) stream.WriteByte((byte)' ');
+                foreach (var (name, dtype, shape, produce, owned) in ordered)
+                {
+                    var tensor = produce();
+                    try
+                    {
+                        if (tensor.dtype != dtype || !tensor.shape.SequenceEqual(shape))
+                            throw new InvalidOperationException(
+                                $"Tensor '{name}' was announced as {dtype} {Guard.Shape(shape)} but made as {tensor.dtype} {Guard.Shape(tensor)}.");
+                        TensorBytes.WriteTo(stream, tensor);
+                    }
+                    finally
+                    {
+                        if (owned) tensor.Dispose();
+                    }
+                }
+            }
+            File.Move(temporary, path, overwrite: true);
         }
-        File.Move(temporary, path, overwrite: true);
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ReadHeader(string path, FileStream stream)

@@ -54,4 +54,6 @@ internal static class Guard
     }
 
     public static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+
+    public static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
 }

@@ -159,6 +159,7 @@ public class CliTests
     [InlineData("generate")]
     [InlineData("verify")]
     [InlineData("bench")]
+    [InlineData("convert")]
     public void Every_command_has_help(string command)
     {
         var (code, output) = Run(command, "--help");
@@ -271,5 +272,19 @@ public class CliTests
         foreach (var line in (stdout + stderr).Split('\n'))
             line.TrimEnd().Length.Should().BeLessThanOrEqualTo(80, line);
         (stdout + stderr).Should().NotContain("…", "no header is cut short");
+    }
+
+    [Fact]
+    public void Convert_writes_a_gqa_checkpoint_that_loads()
+    {
+        using var directory = new Fixtures.TempDirectory();
+        var (code, output) = Run("convert", "--model", Fixtures.HfTiny("llama_mha"), "--kv-heads", "2", "--out", directory.Path, "--method", "first");
+        code.Should().Be(0, output);
+        output.Should().Contain("8 query heads over 2 kv heads (first)");
+        using var model = DecoderModel.FromPretrained(directory.Path);
+        model.Config.NumKeyValueHeads.Should().Be(2);
+        var (bad, message) = Run("convert", "--model", Fixtures.HfTiny("llama_mha"), "--kv-heads", "3", "--out", directory.Path);
+        bad.Should().Be(2);
+        message.Should().Contain("--kv-heads must divide the model's 8 key/value heads, but was 3.").And.NotContain("Parameter");
     }
 }
