@@ -23,6 +23,8 @@ public static class CliApp
             .WithDescription("Compare a checkpoint's logits and greedy tokens with a reference computed by transformers.")),
         new("convert", typeof(ConvertCommand.Settings), c => c.AddCommand<ConvertCommand>("convert")
             .WithDescription("Write a checkpoint with fewer key/value heads (MHA to GQA): each new head the mean, the first or a random head of its group.")),
+        new("eval", typeof(EvalCommand.Settings), c => c.AddCommand<EvalCommand>("eval")
+            .WithDescription("Mean causal-LM loss and perplexity of a checkpoint on a text file; the last line reads loss=<x> perplexity=<y> tokens=<n>.")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

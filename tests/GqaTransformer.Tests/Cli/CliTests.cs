@@ -160,6 +160,7 @@ public class CliTests
     [InlineData("verify")]
     [InlineData("bench")]
     [InlineData("convert")]
+    [InlineData("eval")]
     public void Every_command_has_help(string command)
     {
         var (code, output) = Run(command, "--help");
@@ -286,5 +287,21 @@ public class CliTests
         var (bad, message) = Run("convert", "--model", Fixtures.HfTiny("llama_mha"), "--kv-heads", "3", "--out", directory.Path);
         bad.Should().Be(2);
         message.Should().Contain("--kv-heads must divide the model's 8 key/value heads, but was 3.").And.NotContain("Parameter");
+    }
+
+    [Fact]
+    public void Eval_prints_loss_perplexity_and_tokens_on_its_last_line()
+    {
+        using var directory = new Fixtures.TempDirectory();
+        string text = Path.Combine(directory.Path, "text.txt");
+        File.WriteAllText(text, string.Concat(Enumerable.Repeat("The quick brown fox jumps over the lazy dog.\n", 20)));
+        var (code, stdout, _) = RunSplit(240, "eval", "--model", Fixtures.HfTiny("llama_gqa"), "--data", text, "--seq", "16", "--max-tokens", "320");
+        code.Should().Be(0);
+        var last = stdout.Trim().Split('\n')[^1];
+        last.Should().MatchRegex(@"^loss=\d+\.\d+ perplexity=\d+\.\d+ tokens=300$", "20 sequences of 16 predict 15 tokens each");
+        double loss = double.Parse(last.Split(' ')[0]["loss=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
+        var expected = Evaluation.Evaluate(model, TextTokens.Pack(TextTokens.Read(text).Take(320), 16));
+        loss.Should().BeApproximately(expected.Loss, 1e-5);
     }
 }
