@@ -25,6 +25,10 @@ public static class CliApp
             .WithDescription("Write a checkpoint with fewer key/value heads (MHA to GQA): each new head the mean, the first or a random head of its group.")),
         new("eval", typeof(EvalCommand.Settings), c => c.AddCommand<EvalCommand>("eval")
             .WithDescription("Mean causal-LM loss and perplexity of a checkpoint on a text file; the last line reads loss=<x> perplexity=<y> tokens=<n>.")),
+        new("train", typeof(TrainCommand.Settings), c => c.AddCommand<TrainCommand>("train")
+            .WithDescription("Train a model from a config or preset on a text file (UTF-8 bytes); ends with the held-out loss=<x> perplexity=<y> tokens=<n>.")),
+        new("uptrain", typeof(UptrainCommand.Settings), c => c.AddCommand<UptrainCommand>("uptrain")
+            .WithDescription("Continue training a checkpoint (a converted GQA model, say) on a text file; ends with the held-out loss.")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

@@ -161,6 +161,8 @@ public class CliTests
     [InlineData("bench")]
     [InlineData("convert")]
     [InlineData("eval")]
+    [InlineData("train")]
+    [InlineData("uptrain")]
     public void Every_command_has_help(string command)
     {
         var (code, output) = Run(command, "--help");
@@ -303,5 +305,34 @@ public class CliTests
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
         var expected = Evaluation.Evaluate(model, TextTokens.Pack(TextTokens.Read(text).Take(320), 16));
         loss.Should().BeApproximately(expected.Loss, 1e-5);
+    }
+
+    [Fact]
+    public void Train_then_uptrain_learn_the_text_and_end_with_the_held_out_loss()
+    {
+        using var directory = new Fixtures.TempDirectory();
+        string text = Path.Combine(directory.Path, "text.txt");
+        File.WriteAllText(text, string.Concat(Enumerable.Range(0, 60).Select(i => $"The {i % 7} quick brown foxes jump over {i % 5} lazy dogs.\n")));
+        string config = Path.Combine(Fixtures.HfTiny("llama_gqa"), "config.json");
+        string trained = Path.Combine(directory.Path, "trained"), uptrained = Path.Combine(directory.Path, "uptrained");
+        var (code, stdout, stderr) = RunSplit(240, "train", "--config", config, "--data", text, "--out", trained,
+            "--steps", "40", "--batch", "4", "--seq", "32", "--lr", "3e-3", "--log-every", "20");
+        code.Should().Be(0, stderr);
+        stderr.Should().Contain("step 20/40").And.Contain("step 40/40");
+        double Loss(string output) => double.Parse(output.Trim().Split('\n')[^1].Split(' ')[0]["loss=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        double after = Loss(stdout);
+        var heldOut = TextTokens.Pack(TextTokens.Read(text), 32).Where((_, i) => i % 20 == 19).ToList();
+        manual_seed(0);
+        using (var untrained = new DecoderModel(DecoderConfig.FromFile(config)))
+            after.Should().BeLessThan(Evaluation.Evaluate(untrained, heldOut).Loss * 0.75, "40 steps learn a repetitive text");
+        using (var model = DecoderModel.FromPretrained(trained))
+            Evaluation.Evaluate(model, heldOut).Loss.Should().BeApproximately(after, 1e-5, "the checkpoint is the trained model");
+
+        var (upCode, upOut, upErr) = RunSplit(240, "uptrain", "--model", trained, "--data", text, "--out", uptrained, "--steps", "5", "--batch", "4", "--seq", "32", "--lr", "1e-3");
+        upCode.Should().Be(0, upErr);
+        Loss(upOut).Should().BeLessThan(after * 1.05);
+        File.Exists(Path.Combine(uptrained, "optimizer.bin")).Should().BeTrue();
+        Run("train", "--preset", "llama-3-8b", "--config", config, "--data", text, "--out", trained).ExitCode.Should().Be(2);
+        Run("train", "--config", config, "--data", text, "--out", trained, "--steps", "0").Output.Should().Contain("--steps must be positive");
     }
 }
