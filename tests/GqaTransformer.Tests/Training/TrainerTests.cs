@@ -6,6 +6,11 @@ using static TorchSharp.torch;
 
 namespace GqaTransformer.Tests;
 
+/// <summary>Tests that seed libtorch's global generator and compare runs; they run alone, so no other test draws from it meanwhile.</summary>
+[CollectionDefinition(nameof(SeededTests), DisableParallelization = true)]
+public sealed class SeededTests;
+
+[Collection(nameof(SeededTests))]
 public class TrainerTests
 {
     private static readonly DecoderConfig Small = Tiny.Config(heads: 4, kvHeads: 2, hidden: 32, layers: 2, vocab: 64, intermediate: 48);
