@@ -6,6 +6,7 @@ using GqaTransformer.Benchmarks.Report;
 
 // `report`: the benchmark command that measures everything in one run and writes docs/benchmarks.md with its charts.
 if (args.Length > 0 && args[0] == "report") return ReportCommand.Run(args[1..]);
+if (args.Length > 0 && args[0] == "migration-plot") return MigrationPlot.Run(args[1..]);
 
 // Otherwise BenchmarkDotNet. In-process: the benchmarks run in this process, whose libLibTorchSharp.so the build has
 // already patched (an out-of-process toolchain would build and load its own copy).
