@@ -96,22 +96,11 @@ internal static class PretrainedCheckpoint
         File.WriteAllText(Path.Combine(directory, IndexFile), index.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
-    /// <summary>The weight files of a checkpoint directory: the shards its index lists, or model.safetensors.</summary>
+    /// <summary>
+    /// The weight files of a checkpoint directory: the shards its index lists, or model.safetensors; each checked to
+    /// exist, with a hint for pytorch_model.bin.
+    /// </summary>
     public static List<string> WeightFileNames(string directory)
-    {
-        string indexPath = Path.Combine(directory, IndexFile);
-        if (!File.Exists(indexPath)) return [SingleFile];
-        using var files = new DisposableList(OpenWeightFiles(directory));
-        return files.Items.Select(f => Path.GetFileName(f.Path)).ToList();
-    }
-
-    private sealed class DisposableList(List<SafetensorsFile> items) : IDisposable
-    {
-        public List<SafetensorsFile> Items => items;
-        public void Dispose() { foreach (var f in items) f.Dispose(); }
-    }
-
-    private static List<SafetensorsFile> OpenWeightFiles(string directory)
     {
         string indexPath = Path.Combine(directory, IndexFile);
         var names = new List<string>();
@@ -144,7 +133,12 @@ internal static class PretrainedCheckpoint
                 : "";
             throw new FileNotFoundException($"'{directory}' holds neither {SingleFile} nor {IndexFile}.{hint}", Path.Combine(directory, SingleFile));
         }
+        return names;
+    }
 
+    private static List<SafetensorsFile> OpenWeightFiles(string directory)
+    {
+        var names = WeightFileNames(directory);
         var files = new List<SafetensorsFile>();
         try
         {
