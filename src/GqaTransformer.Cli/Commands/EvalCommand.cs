@@ -58,9 +58,7 @@ public sealed class EvalCommand(IAnsiConsole console, ErrorConsole errors) : Com
             ?? (File.Exists(Path.Combine(settings.Model!, "tokenizer.model")) ? Path.Combine(settings.Model!, "tokenizer.model") : null);
         Tokenizer? tokenizer = tokenizerPath is null ? null : TextGeneration.LoadTokenizer(tokenizerPath);
         using var model = DecoderModel.FromPretrained(settings.Model!, TorchSharp.torch.ScalarType.Float32, device);
-        if (tokenizer is null && model.Config.VocabSize < 256)
-            throw new ArgumentException($"Without a tokenizer the text is read as bytes, which needs a vocabulary of 256 or more; this model's is {model.Config.VocabSize}.");
-        IEnumerable<int> tokens = TextTokens.Read(settings.Data!, tokenizer);
+        IEnumerable<int> tokens = Parsing.Text(settings.Data!, model.Config, tokenizer);
         if (settings.MaxTokens is { } limit) tokens = tokens.Take((int)Math.Min(limit, int.MaxValue));
         int seq = Math.Min(settings.Seq, model.Config.MaxPositionEmbeddings);
         var result = Evaluation.Evaluate(model, TextTokens.Pack(tokens, seq), settings.Batch, cancellationToken);

@@ -86,9 +86,7 @@ internal static class TrainingLoop
     {
         var options = settings.Options();
         int seq = Math.Min(settings.Seq, model.Config.MaxPositionEmbeddings);
-        if (tokenizer is null && model.Config.VocabSize < 256)
-            throw new ArgumentException($"Without a tokenizer the text is read as bytes, which needs a vocabulary of 256 or more; this model's is {model.Config.VocabSize}.");
-        IEnumerable<long[]> Sequences(bool heldOut) => TextTokens.Pack(TextTokens.Read(settings.Data!, tokenizer), seq)
+        IEnumerable<long[]> Sequences(bool heldOut) => TextTokens.Pack(Parsing.Text(settings.Data!, model.Config, tokenizer), seq)
             .Where((_, i) => (i % 20 == 19) == heldOut);
         if (!Sequences(false).Skip(options.BatchSize - 1).Any())
             throw new ArgumentException($"--data holds fewer than --batch ({options.BatchSize}) training sequences of {seq} tokens.");

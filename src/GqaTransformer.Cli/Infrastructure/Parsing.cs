@@ -88,6 +88,17 @@ internal static class Parsing
         throw new ArgumentException($"device '{text}' is not supported; use cpu or cuda.");
     }
 
+    /// <summary>
+    /// The token ids of the text at <paramref name="path"/> for <paramref name="config"/>'s model: its tokenizer's, or UTF-8
+    /// bytes, which need a vocabulary of 256 or more (checked here, before any forward).
+    /// </summary>
+    public static IEnumerable<int> Text(string path, DecoderConfig config, Microsoft.ML.Tokenizers.Tokenizer? tokenizer)
+    {
+        if (tokenizer is null && config.VocabSize < 256)
+            throw new ArgumentException($"Without a tokenizer the text is read as bytes, which needs a vocabulary of 256 or more; this model's is {config.VocabSize}.");
+        return TextTokens.Read(path, tokenizer);
+    }
+
     /// <summary>on → true, off → false.</summary>
     public static bool OnOff(string text, string option) => text switch
     {
