@@ -3,6 +3,7 @@
 // code captures a decode step made of ordinary TorchSharp ops between gqa_graph_capture_begin and _end. Every call
 // returns 0 on success or -1 with the reason in gqa_last_error(); no C++ exception crosses the boundary.
 #include <ATen/cuda/CUDAEvent.h>
+#include <ATen/ops/rms_norm.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
@@ -104,6 +105,17 @@ int gqa_graph_capture_end(void* handle) {
 // Launches the captured work on the thread's current stream.
 int gqa_graph_replay(void* handle) {
     return guarded([&] { as_graph(handle)->graph->replay(); });
+}
+
+// RMSNorm over the last dimension by libtorch's fused kernel (two launches where the managed form takes seven), which
+// TorchSharp 0.107 does not bind. As HF: normalised in float32, rounded to x's dtype, then times the weight (the fused
+// kernel given the weight would round once, after it, and bf16 results would differ from HF's in the last bit).
+// Tensors are TorchSharp's handles (at::Tensor*); the result is a new handle that TorchSharp owns and frees.
+int gqa_rms_norm(const at::Tensor* x, const at::Tensor* weight, double eps, at::Tensor** out) {
+    return guarded([&] {
+        if (x == nullptr || weight == nullptr || out == nullptr) throw std::invalid_argument("null tensor handle");
+        *out = new at::Tensor(at::rms_norm(*x, {x->size(-1)}, std::nullopt, eps).mul_(*weight));
+    });
 }
 
 void gqa_graph_destroy(void* handle) {

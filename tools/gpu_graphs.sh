@@ -17,7 +17,7 @@ for dir in "$data"/hf-tiny/* "$data"/hf-ref/*; do
   if "$gqa" verify --model "$dir" --reference "$dir/expected.safetensors" --device cuda --cuda-graphs on > /tmp/v.log 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $(basename "$dir")"; cat /tmp/v.log; fi
 done
 for name in llama_gqa llama_mqa; do
-  if "$gqa" verify --model "$data/hf-tiny/$name" --reference "$data/hf-tiny/$name/expected.safetensors" --device cuda --dtype bf16 --tolerance 0.5 --cuda-graphs on > /tmp/v.log 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); cat /tmp/v.log; fi
+  if "$gqa" verify --model "$data/hf-tiny/$name" --reference "$data/hf-tiny/$name/expected.safetensors" --device cuda --dtype bf16 --tolerance 0.5 --cuda-graphs on > /tmp/v.log 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $name bf16"; cat /tmp/v.log; fi
 done
 echo "== verify with CUDA graphs: $pass passed, $fail failed"
 "$gqa" generate --model "$data/hf-tiny/llama_gqa" --ids 5,9,13 --max-new 12 --device cuda --cuda-graphs on

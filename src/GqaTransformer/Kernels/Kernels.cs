@@ -22,9 +22,15 @@ internal static class Kernels
         => bias is null && DecodeLinear.Supports(x, weight) ? DecodeLinear.Product(x, weight)   // one token on the CPU (ADR 0009)
          : nn.functional.linear(x, weight, bias);
 
+    /// <summary>The products <c>x·Wᵀ (+ b)</c> of layers that read the same x, one per layer: on CUDA one fused product (ADR 0015).</summary>
+    public static Tensor[] Linear(FusedLinears group, Tensor x)
+        => group.For(x) is { } fused ? group.Split(Linear(x, fused.Weight, fused.Bias))
+         : [.. group.Layers.Select(layer => Linear(layer, x))];
+
     /// <summary>RMSNorm over the last dimension (see <see cref="GqaTransformer.RmsNorm"/>).</summary>
     public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
         => SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps)                 // a decode step's few values (ADR 0007)
+         : CudaOps.SupportsRmsNorm(x, weight) ? CudaOps.RmsNorm(x, weight, eps)                  // two launches, not seven (ADR 0015)
          : GqaTransformer.RmsNorm.Reference(x, weight, eps);
 
     /// <summary>RoPE on queries [B, H, T, D] and keys [B, Hkv, T, D] (see <see cref="RotaryEmbedding.Apply"/>).</summary>

@@ -11,6 +11,7 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "gate_proj")] private readonly Linear _gateProj;
     [ComponentName(Name = "up_proj")] private readonly Linear _upProj;
     [ComponentName(Name = "down_proj")] private readonly Linear _downProj;
+    private readonly FusedLinears _gateUp;                                   // gate and up as one product on CUDA (ADR 0015)
 
     /// <summary>Creates the block with HF's parameter names <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>.</summary>
     /// <param name="hiddenSize">Width of the input and output.</param>
@@ -25,15 +26,25 @@ public sealed class SwiGluMlp : nn.Module<Tensor, Tensor>
         _gateProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false, device, dtype);
         _upProj = nn.Linear(hiddenSize, intermediateSize, hasBias: false, device, dtype);
         _downProj = nn.Linear(intermediateSize, hiddenSize, hasBias: false, device, dtype);
+        _gateUp = new FusedLinears(_gateProj, _upProj);
         RegisterComponents();
     }
+
+    /// <summary>gate_proj and up_proj as one group (fused on CUDA).</summary>
+    internal FusedLinears GateUp => _gateUp;
 
     /// <summary>x: [..., hidden] → [..., hidden].</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var gate = Kernels.Linear(_gateProj, x);                        // [..., intermediate]
-        var up = Kernels.Linear(_upProj, x);                            // [..., intermediate]
-        return Kernels.Linear(_downProj, nn.functional.silu(gate).mul_(up)).MoveToOuterDisposeScope(); // [..., hidden]
+        var gateUp = Kernels.Linear(_gateUp, x);                        // x·Wgate, x·Wup: [..., intermediate] each
+        return Kernels.Linear(_downProj, nn.functional.silu(gateUp[0]).mul_(gateUp[1])).MoveToOuterDisposeScope(); // [..., hidden]
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _gateUp.Dispose();
+        base.Dispose(disposing);
     }
 }

@@ -37,6 +37,9 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     /// <summary>The layer's attention.</summary>
     public MultiHeadAttention Attention => _attention;
 
+    /// <summary>The layer's feed-forward block.</summary>
+    internal SwiGluMlp Mlp => _mlp;
+
     /// <summary>Causal self-attention block over x [B, T, hidden] at positions 0..T-1, no cache.</summary>
     public override Tensor forward(Tensor x)
     {

@@ -32,6 +32,9 @@ internal sealed unsafe class CudaGraphLibrary
     public readonly delegate* unmanaged<nint, int> EnterStream, ExitStream, CaptureBegin, CaptureEnd, Replay;
     public readonly delegate* unmanaged<nint, void> Destroy;
 
+    /// <summary>libtorch's fused RMSNorm (x, weight, eps, out), or null in a shim built before it was added.</summary>
+    public readonly delegate* unmanaged<nint, nint, double, nint*, int> RmsNorm;
+
     private CudaGraphLibrary(nint library)
     {
         nint Export(string name) => NativeLibrary.GetExport(library, name);
@@ -43,14 +46,19 @@ internal sealed unsafe class CudaGraphLibrary
         CaptureEnd = (delegate* unmanaged<nint, int>)Export("gqa_graph_capture_end");
         Replay = (delegate* unmanaged<nint, int>)Export("gqa_graph_replay");
         Destroy = (delegate* unmanaged<nint, void>)Export("gqa_graph_destroy");
+        if (NativeLibrary.TryGetExport(library, "gqa_rms_norm", out var rmsNorm))
+            RmsNorm = (delegate* unmanaged<nint, nint, double, nint*, int>)rmsNorm;
     }
 
     /// <summary>Throws <see cref="InvalidOperationException"/> with the shim's reason unless <paramref name="status"/> is 0.</summary>
     public void Check(int status, string what)
     {
         if (status != 0)
-            throw new InvalidOperationException($"CUDA graph {what} failed: {Marshal.PtrToStringUTF8(_lastError()) ?? "no reason given"}.");
+            throw new InvalidOperationException($"CUDA graph {what} failed: {LastError}.");
     }
+
+    /// <summary>The shim's reason for the last failure on this thread.</summary>
+    public string LastError => Marshal.PtrToStringUTF8(_lastError()) ?? "no reason given";
 
     internal static (CudaGraphLibrary?, string?) Load()
     {
