@@ -10,7 +10,7 @@ if (args.Length < 2)
 }
 string directory = args[0];
 using var model = DecoderModel.FromPretrained(directory);     // float32 on the CPU; pass ScalarType.BFloat16 to halve it
-var generator = new TokenGenerator(model);
+using var generator = new TokenGenerator(model);
 var options = new GenerationOptions { MaxNewTokens = 24 };    // greedy; set Temperature, TopK, TopP, Seed to sample
 
 if (args[1] == "--ids")

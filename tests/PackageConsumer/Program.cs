@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 string checkpoint = args.Length > 0 ? args[0] : throw new ArgumentException("usage: PackageConsumer CHECKPOINT_DIR");
 using var model = DecoderModel.FromPretrained(checkpoint);
-var generator = new TokenGenerator(model);
+using var generator = new TokenGenerator(model);
 IReadOnlyList<int> tokens = generator.Generate([5, 9, 13], new GenerationOptions { MaxNewTokens = 8, StopTokenIds = [] });
 
 using var cache = model.CreateCache(batchSize: 1, capacity: 64);

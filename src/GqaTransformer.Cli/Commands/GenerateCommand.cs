@@ -128,7 +128,7 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         if (device.type == TorchSharp.DeviceType.CUDA && options.UseCudaGraphs && !settings.Quiet)
             errors.Console.MarkupLineInterpolated($"[grey]CUDA graphs: {GqaTransformer.CudaGraphs.UnavailableReason ?? "on"}[/]");
         options = WithinPositions(options, prompt.Count, model.Config.MaxPositionEmbeddings, settings.Quiet);
-        var generator = new TokenGenerator(model);
+        using var generator = new TokenGenerator(model);
         using var cache = model.CreateCache(1, Math.Max(1, prompt.Count + options.MaxNewTokens - 1), cacheDtype);
         var produced = new List<int>();
         var clock = Stopwatch.StartNew();

@@ -109,7 +109,8 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
             var real = mask?[b].data<long>().ToArray();
             prompts.Add(row.Where((_, i) => real is null || real[i] == 1).Select(t => (int)t).ToArray());
         }
-        var generated = new TokenGenerator(model).Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [], UseCudaGraphs = cudaGraphs }, cancellationToken: cancellationToken);
+        using var generator = new TokenGenerator(model);
+        var generated = generator.Generate(prompts, new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = [], UseCudaGraphs = cudaGraphs }, cancellationToken: cancellationToken);
         int matching = 0, total = 0;
         for (int b = 0; b < prompts.Count; b++)
         {

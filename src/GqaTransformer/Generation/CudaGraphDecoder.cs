@@ -9,7 +9,9 @@ namespace GqaTransformer;
 /// a mask kept on the device, writes K/V at a slot index kept on the device, and moves the slot and the positions
 /// forward on the device, so nothing in it reads a value back to the host. The first step runs eagerly (warm-up), the
 /// second is captured and replayed, and each later one writes its input ids into a static tensor and replays. Without a
-/// graph (tests on the CPU) every step runs the same fixed-shape work eagerly.
+/// graph (tests on the CPU) every step runs the same fixed-shape work eagerly. One decoder serves any number of
+/// sessions over the same cache (<see cref="Start"/>), so a <see cref="TokenGenerator"/> captures once per batch size
+/// and capacity bucket.
 /// </summary>
 internal sealed class CudaGraphDecoder : IDisposable
 {
@@ -21,15 +23,13 @@ internal sealed class CudaGraphDecoder : IDisposable
     private readonly Tensor _slot;       // [1] int64: the cache slot this step writes
     private readonly Tensor _mask;       // [B, 1, 1, Capacity] bool: the slots each sequence attends to
     private Tensor? _logits;             // [B, 1, vocab]: the graph's output, rewritten by each replay
-    private int _steps;
+    private int _steps;                  // 0: warm-up, 1: capture, 2 and on: replay
 
-    /// <summary>Prepares replay after a prefill that filled <paramref name="cache"/> up to its Length.</summary>
+    /// <summary>Allocates the step's static tensors for <paramref name="cache"/>; <see cref="Start"/> fills them after each prefill.</summary>
     /// <param name="model">The model, on CUDA.</param>
-    /// <param name="cache">The session's cache (no ring buffer).</param>
-    /// <param name="nextPositions">Each sequence's next RoPE position.</param>
-    /// <param name="paddingMask">[B, Length] (1 = token, 0 = padding), or null when nothing is padded.</param>
+    /// <param name="cache">The cache every session of this decoder uses (no ring buffer).</param>
     /// <param name="useGraph">Capture and replay (CUDA, <see cref="CudaGraphs.IsAvailable"/>); false runs every step eagerly.</param>
-    public CudaGraphDecoder(DecoderModel model, KvCache cache, IReadOnlyList<long> nextPositions, Tensor? paddingMask, bool useGraph = true)
+    public CudaGraphDecoder(DecoderModel model, KvCache cache, bool useGraph = true)
     {
         _model = model;
         _cache = cache;
@@ -37,13 +37,29 @@ internal sealed class CudaGraphDecoder : IDisposable
         using var scope = NewDisposeScope();
         var device = cache.Device;
         _ids = zeros([cache.BatchSize, 1], ScalarType.Int64, device).DetachFromDisposeScope();
-        _positions = tensor(nextPositions.ToArray(), device: device).view(cache.BatchSize, 1).DetachFromDisposeScope();
-        _slot = tensor(new long[] { cache.Length }, device: device).DetachFromDisposeScope();
-        var mask = zeros([cache.BatchSize, 1, 1, cache.Capacity], ScalarType.Bool, device);
-        var filled = mask.narrow(3, 0, cache.Length);
+        _positions = zeros([cache.BatchSize, 1], ScalarType.Int64, device).DetachFromDisposeScope();
+        _slot = zeros([1], ScalarType.Int64, device).DetachFromDisposeScope();
+        _mask = zeros([cache.BatchSize, 1, 1, cache.Capacity], ScalarType.Bool, device).DetachFromDisposeScope();
+    }
+
+    /// <summary>The cache this decoder writes.</summary>
+    public KvCache Cache => _cache;
+
+    /// <summary>
+    /// Points the step at a new prefill that filled the cache up to its Length: the positions, slot and mask are written
+    /// in place, so a graph captured in an earlier session replays for this one.
+    /// </summary>
+    /// <param name="nextPositions">Each sequence's next RoPE position.</param>
+    /// <param name="paddingMask">[B, Length] (1 = token, 0 = padding), or null when nothing is padded.</param>
+    public void Start(IReadOnlyList<long> nextPositions, Tensor? paddingMask)
+    {
+        using var scope = NewDisposeScope();
+        _positions.copy_(tensor(nextPositions.ToArray()).view(_cache.BatchSize, 1));
+        _slot.fill_(_cache.Length);
+        _mask.fill_(false);
+        var filled = _mask.narrow(3, 0, _cache.Length);
         if (paddingMask is null) filled.fill_(true);
-        else filled.copy_(paddingMask.to(ScalarType.Bool).view(cache.BatchSize, 1, 1, cache.Length));
-        _mask = mask.DetachFromDisposeScope();
+        else filled.copy_(paddingMask.to(ScalarType.Bool).view(_cache.BatchSize, 1, 1, _cache.Length));
     }
 
     /// <summary>Runs one step for <paramref name="tokens"/> (one per sequence); returns the logits [B, vocab] on the CPU, float32.</summary>
@@ -52,7 +68,7 @@ internal sealed class CudaGraphDecoder : IDisposable
         using var scope = NewDisposeScope();
         _ids.copy_(tensor(tokens.ToArray()).view(_ids.size(0), 1));   // the one upload of a step, before replay
         Tensor logits;
-        switch (_graph is null ? -1 : _steps++)
+        switch (_graph is null ? -1 : Math.Min(_steps++, 2))
         {
             case -1:
                 logits = Run();

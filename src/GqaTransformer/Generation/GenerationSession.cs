@@ -18,6 +18,7 @@ public sealed class GenerationSession : IDisposable
     private readonly bool[] _seenTokens;
     private readonly bool _useCudaGraphs;
     private CudaGraphDecoder? _graphs;  // set at the first decode step when graphs are used
+    private readonly CudaGraphDecoder? _lentGraphs; // a decoder (and its cache) lent by a TokenGenerator, kept after the session
 
     /// <summary>Opens a session over <paramref name="model"/> with <paramref name="cache"/> (created for the batch if null).</summary>
     /// <param name="model">The model.</param>
@@ -45,6 +46,20 @@ public sealed class GenerationSession : IDisposable
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
         _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && CudaGraphs.IsAvailable;
+    }
+
+    /// <summary>A session over the cache of <paramref name="graphs"/>, emptied first, whose decode steps replay that decoder's graph.</summary>
+    internal GenerationSession(DecoderModel model, int batchSize, int capacity, CudaGraphDecoder graphs)
+        : this(model, batchSize, capacity, Emptied(graphs.Cache), useCudaGraphs: true)
+    {
+        _lentGraphs = graphs;
+        _useCudaGraphs = true; // the lent decoder's fixed-shape step, replayed from its graph where it has one
+    }
+
+    private static KvCache Emptied(KvCache cache)
+    {
+        cache.Reset();
+        return cache;
     }
 
     /// <summary>Whether decode steps replay a CUDA graph (asked for, on CUDA, graphs available, no ring buffer).</summary>
@@ -128,7 +143,11 @@ public sealed class GenerationSession : IDisposable
         for (int b = 0; b < BatchSize; b++) _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
         if (_useCudaGraphs)
         {
-            _graphs ??= new CudaGraphDecoder(_model, Cache, _nextPositions, _attentionMask);
+            if (_graphs is null)
+            {
+                _graphs = _lentGraphs ?? new CudaGraphDecoder(_model, Cache);
+                _graphs.Start(_nextPositions, _attentionMask);
+            }
             for (int b = 0; b < BatchSize; b++) _nextPositions[b]++;
             return _graphs.Step(tokens);
         }
@@ -148,10 +167,10 @@ public sealed class GenerationSession : IDisposable
         return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Frees the attention mask, any CUDA graph, and the cache if the session created it.</summary>
+    /// <summary>Frees the attention mask, a CUDA graph it captured, and the cache if the session created it.</summary>
     public void Dispose()
     {
-        _graphs?.Dispose();
+        if (_graphs != _lentGraphs) _graphs?.Dispose();
         _attentionMask?.Dispose();
         if (_ownsCache) Cache.Dispose();
     }

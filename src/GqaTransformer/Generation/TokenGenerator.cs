@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -8,9 +9,17 @@ namespace GqaTransformer;
 /// Autoregressive generation over a <see cref="DecoderModel"/> with its <see cref="KvCache"/>: the prompt is run
 /// once (prefill), then one token per step reuses the cache (decode); the prompt is never re-run. Batches of prompts
 /// of different lengths are left-padded, and each sequence stops on its own stop token.
+/// On CUDA with <see cref="GenerationOptions.UseCudaGraphs"/>, the generator keeps one cache and one captured decode
+/// graph per batch size and capacity bucket (a power of two) and reuses them in later calls, so a graph is captured
+/// once, not per call; dispose the generator to free them. Calls that pass their own cache capture per call.
 /// </summary>
-public sealed class TokenGenerator
+public sealed class TokenGenerator : IDisposable
 {
+    private const int SmallestBucket = 256;
+    private readonly Dictionary<(int Batch, int Capacity), CudaGraphDecoder> _graphs = [];
+    private readonly HashSet<CudaGraphDecoder> _lent = [];
+    private bool _disposed;
+
     /// <summary>Creates a generator for <paramref name="model"/>.</summary>
     public TokenGenerator(DecoderModel model) => Model = model ?? throw new ArgumentNullException(nameof(model));
 
@@ -85,7 +94,23 @@ public sealed class TokenGenerator
         CancellationToken cancellationToken)
     {
         var stopTokens = (options.StopTokenIds ?? Model.Config.EosTokenIds ?? []).ToHashSet();
-        using var session = new GenerationSession(Model, prompts.Count, capacity, cache, options.UseCudaGraphs); // its cache allocates in a scope of its own
+        var graphs = cache is null && options.UseCudaGraphs ? LendGraphs(prompts.Count, capacity) : null;
+        try
+        {
+            foreach (var step in Steps(prompts, options, cache, capacity, graphs, stopTokens, cancellationToken))
+                yield return step;
+        }
+        finally
+        {
+            if (graphs is not null) lock (_lent) _lent.Remove(graphs);
+        }
+    }
+
+    private IEnumerable<int?[]> Steps(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, KvCache? cache, int capacity,
+        CudaGraphDecoder? graphs, HashSet<int> stopTokens, CancellationToken cancellationToken)
+    {
+        using var session = graphs is not null ? new GenerationSession(Model, prompts.Count, capacity, graphs)
+            : new GenerationSession(Model, prompts.Count, capacity, cache, options.UseCudaGraphs); // its cache allocates in a scope of its own
         using var sampler = new TokenSampler(options);
         bool penalise = options.RepetitionPenalty != 1.0;
         var finished = new bool[prompts.Count];
@@ -114,6 +139,42 @@ public sealed class TokenGenerator
             }
             yield return step;
             if (produced + 1 >= options.MaxNewTokens || finished.All(f => f)) yield break;
+        }
+    }
+
+    /// <summary>
+    /// The kept decoder (with its cache) for this batch size and capacity's bucket, created at first use; null where
+    /// graphs cannot run (not CUDA, no shim, a sliding-window ring buffer) or the one kept is in use by another call.
+    /// </summary>
+    private CudaGraphDecoder? LendGraphs(int batch, int capacity)
+    {
+        if (Model.Device.type != DeviceType.CUDA || !CudaGraphs.IsAvailable) return null;
+        int bucket = Math.Max(capacity, Math.Min(Math.Max(SmallestBucket, (int)BitOperations.RoundUpToPowerOf2((uint)capacity)),
+                                                 Model.Config.MaxPositionEmbeddings));
+        lock (_lent)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (Model.Config.SlidingWindow is { } window && window < bucket) return null; // a ring buffer: no fixed slots
+            if (!_graphs.TryGetValue((batch, bucket), out var graphs))
+                _graphs[(batch, bucket)] = graphs = new CudaGraphDecoder(Model, Model.CreateCache(batch, bucket));
+            return _lent.Add(graphs) ? graphs : null;
+        }
+    }
+
+    /// <summary>Frees the caches and CUDA graphs kept for reuse (none off CUDA). Generation must not be running.</summary>
+    public void Dispose()
+    {
+        lock (_lent)
+        {
+            if (_disposed) return;
+            if (_lent.Count > 0) throw new InvalidOperationException("A generation is still running on this generator; finish or cancel it before disposing.");
+            _disposed = true;
+            foreach (var graphs in _graphs.Values)
+            {
+                graphs.Dispose();
+                graphs.Cache.Dispose();
+            }
+            _graphs.Clear();
         }
     }
 }

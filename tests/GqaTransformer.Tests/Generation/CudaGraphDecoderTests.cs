@@ -29,7 +29,8 @@ public class CudaGraphDecoderTests
         var eagerLogits = model.forward(ids, eagerCache, mask, positions, lastTokenOnly: true);
         model.forward(ids, fixedCache, mask, positions, lastTokenOnly: true);
         long[] next = padded ? [3, prompt] : [prompt, prompt];
-        using var decoder = new CudaGraphDecoder(model, fixedCache, next, mask, useGraph: false);
+        using var decoder = new CudaGraphDecoder(model, fixedCache, useGraph: false);
+        decoder.Start(next, mask);
         var growingMask = mask;
         for (int step = 0; step < steps; step++)
         {
@@ -40,6 +41,32 @@ public class CudaGraphDecoderTests
             var fixedLogits = decoder.Step(tokens);
             Tiny.MaxAbsDiff(fixedLogits, eagerLogits.squeeze(1)).Should().BeLessThan(1e-5, $"step {step}");
             fixedCache.Length.Should().Be(eagerCache.Length);
+        }
+    }
+
+    [Fact]
+    public void One_decoder_serves_sessions_one_after_another_as_fresh_ones_would()
+    {
+        // A TokenGenerator keeps one decoder per batch and capacity bucket: its static tensors must be fully rewritten
+        // by each session (a padded prompt after an unpadded one, a shorter one after a longer one).
+        using var scope = NewDisposeScope();
+        using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
+        using var keptCache = model.CreateCache(2, 24);
+        using var kept = new CudaGraphDecoder(model, keptCache, useGraph: false);
+        IReadOnlyList<IReadOnlyList<int>>[] turns = [[[5, 9, 13, 2, 8], [7, 1, 4, 4, 3]], [[3, 3], [11, 6, 2, 9]], [[1], [2]]];
+        foreach (var prompts in turns)
+        {
+            using var reused = new GenerationSession(model, 2, 24, kept);
+            using var fresh = new GenerationSession(model, 2, 24);
+            var a = reused.Prefill(prompts);
+            var b = fresh.Prefill(prompts);
+            for (int step = 0; step < 6; step++)
+            {
+                Tiny.MaxAbsDiff(a, b).Should().BeLessThan(1e-5, $"step {step}");
+                var tokens = b.argmax(-1).data<long>().ToArray();
+                a = reused.DecodeStep(tokens);
+                b = fresh.DecodeStep(tokens);
+            }
         }
     }
 
@@ -69,9 +96,12 @@ public class CudaGraphDecoderTests
         Skip.IfNot(cuda.is_available(), "needs CUDA");
         Skip.IfNot(CudaGraphs.IsAvailable, CudaGraphs.UnavailableReason ?? "");
         using var model = DecoderModel.FromPretrained(Path.Combine(Fixtures.Root, set, name), ScalarType.Float32, CUDA);
-        var generator = new TokenGenerator(model);
+        using var generator = new TokenGenerator(model);
         IReadOnlyList<IReadOnlyList<int>> prompts = [[5, 9, 13, 2], [7, 1]];
         var options = new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] };
-        generator.Generate(prompts, options).Should().BeEquivalentTo(generator.Generate(prompts, options with { UseCudaGraphs = false }), o => o.WithStrictOrdering());
+        var eager = generator.Generate(prompts, options with { UseCudaGraphs = false });
+        generator.Generate(prompts, options).Should().BeEquivalentTo(eager, o => o.WithStrictOrdering());
+        // the second call replays the graph captured by the first, over the same kept cache
+        generator.Generate(prompts, options).Should().BeEquivalentTo(eager, o => o.WithStrictOrdering());
     }
 }
