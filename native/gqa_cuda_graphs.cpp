@@ -2,6 +2,7 @@
 // libtorch's graph captures whatever the calling thread issues on its current CUDA stream, whoever issues it, so .NET
 // code captures a decode step made of ordinary TorchSharp ops between gqa_graph_capture_begin and _end. Every call
 // returns 0 on success or -1 with the reason in gqa_last_error(); no C++ exception crosses the boundary.
+#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/ops/rms_norm.h>
 #include <ATen/cuda/CUDAGraph.h>
@@ -115,6 +116,22 @@ int gqa_rms_norm(const at::Tensor* x, const at::Tensor* weight, double eps, at::
     return guarded([&] {
         if (x == nullptr || weight == nullptr || out == nullptr) throw std::invalid_argument("null tensor handle");
         *out = new at::Tensor(at::rms_norm(*x, {x->size(-1)}, std::nullopt, eps).mul_(*weight));
+    });
+}
+
+// Turns libtorch's CUDA autocast on (to scalar_type, a c10::ScalarType value such as 15 for bfloat16) or off for this
+// thread, as torch.autocast does: matmuls issued from TorchSharp then run in that type from float32 weights, reductions
+// and losses stay float32. TorchSharp 0.107 binds no autocast. Calls nest; the cast weights are dropped at the outermost off.
+int gqa_autocast(int enabled, int scalar_type) {
+    return guarded([&] {
+        if (enabled) {
+            at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(scalar_type));
+            at::autocast::set_autocast_enabled(at::kCUDA, true);
+            at::autocast::increment_nesting();
+        } else {
+            at::autocast::set_autocast_enabled(at::kCUDA, false);
+            if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+        }
     });
 }
 

@@ -46,6 +46,10 @@ public class TrainingSettings : GqaSettings
     [CommandOption("--seed <S>")][Description("Seed of the initial weights and of libtorch's generator. Default 0.")][DefaultValue(0L)]
     public long Seed { get; init; }
 
+    /// <summary>Compute precision.</summary>
+    [CommandOption("--precision <P>")][Description("fp32 (default), or bf16: matmuls in bfloat16 from float32 weights (CUDA autocast; needs --device cuda and the native shim).")][DefaultValue("fp32")]
+    public string Precision { get; init; } = "fp32";
+
     /// <summary>Progress interval.</summary>
     [CommandOption("--log-every <N>")][Description("Print progress every N steps. Default 10.")][DefaultValue(10)]
     public int LogEvery { get; init; } = 10;
@@ -56,6 +60,8 @@ public class TrainingSettings : GqaSettings
          : string.IsNullOrEmpty(Out) ? ValidationResult.Error("--out DIR is required.")
          : Seq < 2 ? ValidationResult.Error($"--seq must be at least 2, but was {Seq}.")
          : LogEvery < 1 ? ValidationResult.Error($"--log-every must be positive, but was {LogEvery}.")
+         : Precision is not ("fp32" or "bf16") ? ValidationResult.Error($"--precision must be fp32 or bf16, but was '{Precision}'.")
+         : Precision == "bf16" && !Device.StartsWith("cuda", StringComparison.Ordinal) ? ValidationResult.Error($"--precision bf16 needs --device cuda, but the device is '{Device}'.")
          : ValidationResult.Success();
 
     internal TrainingOptions Options()
@@ -63,6 +69,7 @@ public class TrainingSettings : GqaSettings
         var options = new TrainingOptions
         {
             Steps = Steps, BatchSize = Batch, LearningRate = Lr, MinLearningRate = Lr / 10, WarmupSteps = Warmup ?? Steps / 10,
+            AutocastDtype = Precision == "bf16" ? ScalarType.BFloat16 : null,
         };
         try
         {

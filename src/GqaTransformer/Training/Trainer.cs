@@ -30,6 +30,13 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Validate();
+        if (options.AutocastDtype is { } autocast)
+        {
+            if (model.Device.type != DeviceType.CUDA)
+                throw new ArgumentException($"AutocastDtype {autocast} needs a model on CUDA, but the model is on {model.Device}.", nameof(options));
+            if (CudaOps.AutocastUnavailableReason is { } reason)
+                throw new ArgumentException($"AutocastDtype {autocast} is unavailable: {reason}.", nameof(options));
+        }
         _model = model;
         _parameters = model.parameters().ToArray();
         // Decay matrices (embeddings, projections); never norms or biases.
@@ -70,8 +77,10 @@ public sealed class Trainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var ids = tensor(micro.SelectMany(s => s).ToArray(), device: device).view(micro.Length, length);
-            var (sum, _) = CausalLmLoss.Sum(_model.forward(ids), ids);
-            (sum / predicted).backward();                 // each micro-batch adds its share of the batch's mean
+            Tensor sum;
+            using (_options.AutocastDtype is { } dtype ? CudaOps.Autocast(dtype) : null)
+                (sum, _) = CausalLmLoss.Sum(_model.forward(ids), ids);
+            (sum / predicted).backward();                 // each micro-batch adds its share of the batch's mean; outside autocast, as PyTorch's recipe
             lossSum += sum.item<float>();
         }
         double norm = _options.ClipNorm > 0

@@ -1,3 +1,4 @@
+using static TorchSharp.torch;
 namespace GqaTransformer;
 
 /// <summary>
@@ -36,6 +37,13 @@ public sealed record TrainingOptions
     /// <summary>Largest gradient norm (L2 over all parameters); larger ones are scaled down. 0 turns clipping off.</summary>
     public double ClipNorm { get; init; } = 1.0;
 
+    /// <summary>
+    /// Null (default) computes in the model's dtype. <see cref="ScalarType.BFloat16"/> runs the forward's matmuls in
+    /// bfloat16 from float32 weights, as <c>torch.autocast("cuda", torch.bfloat16)</c> (CUDA with the native shim only):
+    /// the weights, gradients and optimizer state stay float32.
+    /// </summary>
+    public ScalarType? AutocastDtype { get; init; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     public TrainingOptions Validate()
     {
@@ -53,6 +61,7 @@ public sealed record TrainingOptions
         Check(Beta1 is >= 0 and < 1, nameof(Beta1), Beta1, "in [0, 1)");
         Check(Beta2 is >= 0 and < 1, nameof(Beta2), Beta2, "in [0, 1)");
         Check(ClipNorm >= 0 && double.IsFinite(ClipNorm), nameof(ClipNorm), ClipNorm, "0 (off) or positive");
+        Check(AutocastDtype is null or ScalarType.BFloat16, nameof(AutocastDtype), AutocastDtype?.ToString() ?? "null", "null or BFloat16");
         return this;
     }
 

@@ -334,5 +334,7 @@ public class CliTests
         File.Exists(Path.Combine(uptrained, "optimizer.bin")).Should().BeTrue();
         Run("train", "--preset", "llama-3-8b", "--config", config, "--data", text, "--out", trained).ExitCode.Should().Be(2);
         Run("train", "--config", config, "--data", text, "--out", trained, "--steps", "0").Output.Should().Contain("--steps must be positive");
+        Run("train", "--config", config, "--data", text, "--out", trained, "--precision", "bf16").Output.Should().Contain("--precision bf16 needs --device cuda");
+        Run("train", "--config", config, "--data", text, "--out", trained, "--precision", "fp8").Output.Should().Contain("--precision must be fp32 or bf16");
     }
 }

@@ -42,6 +42,38 @@ public class TrainerTests
     }
 
     [Fact]
+    public void Bf16_autocast_is_refused_off_cuda_with_the_reason()
+    {
+        using var model = new DecoderModel(Small);
+        var act = () => new Trainer(model, Options() with { AutocastDtype = ScalarType.BFloat16 });
+        act.Should().Throw<ArgumentException>().WithMessage("*AutocastDtype BFloat16 needs a model on CUDA*");
+        var fp16 = () => Options() with { AutocastDtype = ScalarType.Float16 };
+        fp16().Invoking(o => o.Validate()).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*AutocastDtype must be null or BFloat16*");
+    }
+
+    [SkippableFact]
+    public void On_cuda_bf16_autocast_follows_the_float32_loss_curve_and_keeps_float32_weights()
+    {
+        Skip.IfNot(cuda.is_available(), "needs CUDA");
+        Skip.If(CudaOps.AutocastUnavailableReason is not null, CudaOps.AutocastUnavailableReason ?? "");
+        var data = Data(64, 33);
+        List<double> Run(ScalarType? autocast)
+        {
+            manual_seed(11);
+            using var model = new DecoderModel(Small, device: CUDA);
+            using var trainer = new Trainer(model, Options(16) with { AutocastDtype = autocast });
+            var losses = Losses(trainer, data);
+            model.parameters().Should().OnlyContain(p => p.dtype == ScalarType.Float32);
+            return losses;
+        }
+        var full = Run(null);
+        var bf16 = Run(ScalarType.BFloat16);
+        bf16.Last().Should().BeLessThan(bf16.First(), "it learns");
+        for (int i = 0; i < full.Count; i++)
+            Math.Abs(bf16[i] - full[i]).Should().BeLessThan(0.05 * full[i], $"step {i + 1}");
+    }
+
+    [Fact]
     public void Autograd_through_the_model_matches_finite_differences_for_every_parameter()
     {
         using var scope = NewDisposeScope();

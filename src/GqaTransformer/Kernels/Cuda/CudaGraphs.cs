@@ -35,6 +35,9 @@ internal sealed unsafe class CudaGraphLibrary
     /// <summary>libtorch's fused RMSNorm (x, weight, eps, out), or null in a shim built before it was added.</summary>
     public readonly delegate* unmanaged<nint, nint, double, nint*, int> RmsNorm;
 
+    /// <summary>libtorch's CUDA autocast on (dtype) or off for this thread, or null in a shim built before it was added.</summary>
+    public readonly delegate* unmanaged<int, int, int> Autocast;
+
     private CudaGraphLibrary(nint library)
     {
         nint Export(string name) => NativeLibrary.GetExport(library, name);
@@ -48,6 +51,8 @@ internal sealed unsafe class CudaGraphLibrary
         Destroy = (delegate* unmanaged<nint, void>)Export("gqa_graph_destroy");
         if (NativeLibrary.TryGetExport(library, "gqa_rms_norm", out var rmsNorm))
             RmsNorm = (delegate* unmanaged<nint, nint, double, nint*, int>)rmsNorm;
+        if (NativeLibrary.TryGetExport(library, "gqa_autocast", out var autocast))
+            Autocast = (delegate* unmanaged<int, int, int>)autocast;
     }
 
     /// <summary>Throws <see cref="InvalidOperationException"/> with the shim's reason unless <paramref name="status"/> is 0.</summary>

@@ -15,6 +15,38 @@ internal static unsafe class CudaOps
         => x.device_type == DeviceType.CUDA && weight.device_type == DeviceType.CUDA && x.dtype == weight.dtype
            && weight.dim() == 1 && x.size(-1) == weight.size(0) && CudaGraphs.Library is { } library && library.RmsNorm != null;
 
+    /// <summary>Why <see cref="Autocast"/> cannot run here, or null when it can (the shim loaded, with autocast).</summary>
+    public static string? AutocastUnavailableReason
+        => CudaGraphs.Library is not { } library ? CudaGraphs.UnavailableReason ?? "the native shim is not loaded"
+         : library.Autocast == null ? "the native shim was built before it had autocast; rebuild it (native/build.sh)"
+         : null;
+
+    /// <summary>
+    /// Runs CUDA matmuls issued on this thread in <paramref name="dtype"/> until the returned scope is disposed, as
+    /// <c>torch.autocast("cuda", dtype)</c>: float32 weights stay the master copy, softmax and losses stay float32.
+    /// </summary>
+    public static IDisposable Autocast(ScalarType dtype)
+    {
+        if (AutocastUnavailableReason is { } reason) throw new InvalidOperationException($"CUDA autocast is unavailable: {reason}.");
+        var library = CudaGraphs.Library!;
+        if (library.Autocast(1, (int)dtype) != 0)
+            throw new InvalidOperationException($"CUDA autocast failed: {library.LastError}.");
+        return new AutocastScope(library);
+    }
+
+    private sealed class AutocastScope(CudaGraphLibrary library) : IDisposable
+    {
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (library.Autocast(0, 0) != 0)
+                throw new InvalidOperationException($"CUDA autocast failed to end: {library.LastError}.");
+        }
+    }
+
     /// <summary><c>at::rms_norm(x) * weight</c>: HF's form in two launches (normalised in float32, rounded, then weighted).</summary>
     public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
     {
