@@ -14,7 +14,7 @@ internal static partial class MigrationPlot
     [GeneratedRegex(@"^kv(?<kv>\d+) (?<method>\w+) (?<pct>[\d.]+)%.*perplexity=(?<ppl>[\d.]+)")]
     private static partial Regex Converted();
 
-    [GeneratedRegex(@"^mha: .*perplexity=(?<ppl>[\d.]+)")]
+    [GeneratedRegex(@"^mha[: ].*perplexity=(?<ppl>[\d.]+)")]
     private static partial Regex Mha();
 
     public static int Run(string[] args)
@@ -31,10 +31,21 @@ internal static partial class MigrationPlot
             list.Add((double.Parse(c.Groups["pct"].Value, CultureInfo.InvariantCulture), double.Parse(c.Groups["ppl"].Value, CultureInfo.InvariantCulture)));
         }
         var plot = new Plot();
-        foreach (var (key, list) in points.Where(p => p.Value.Count > 2))
+        // Colour by method, line pattern by KV shape, so nine curves stay readable.
+        var colours = new Dictionary<string, Color> { ["mean"] = Colors.Blue, ["first"] = Colors.DarkOrange, ["random"] = Colors.Green };
+        LinePattern[] patterns = [LinePattern.Solid, LinePattern.Dashed, LinePattern.Dotted, LinePattern.DenselyDashed];
+        var shapes = points.Keys.Select(k => k.Split(',')[0]).Distinct().ToList();
+        string[] methods = ["mean", "first", "random"];
+        foreach (var (key, list) in points.Where(p => p.Value.Count > 2)
+                     .OrderByDescending(p => int.Parse(p.Key.Split(',')[0][3..], CultureInfo.InvariantCulture))
+                     .ThenBy(p => Array.IndexOf(methods, p.Key.Split(", ")[1])))
         {
-            var scatter = plot.Add.Scatter(list.Select(p => p.Pct).ToArray(), list.Select(p => Math.Log2(p.Ppl)).ToArray());
+            var ordered = list.OrderBy(p => p.Pct).ToList();
+            var scatter = plot.Add.Scatter(ordered.Select(p => p.Pct).ToArray(), ordered.Select(p => Math.Log2(p.Ppl)).ToArray());
             scatter.LegendText = key;
+            string method = key.Split(", ")[1];
+            if (colours.TryGetValue(method, out var colour)) scatter.Color = colour;
+            scatter.LinePattern = patterns[shapes.IndexOf(key.Split(',')[0]) % patterns.Length];
         }
         if (mha is { } baseline)
         {
@@ -42,7 +53,7 @@ internal static partial class MigrationPlot
             line.LegendText = $"MHA ({baseline:0.00})";
             line.LinePattern = LinePattern.Dashed;
         }
-        double[] ticks = [4, 5, 6, 8, 12, 16, 24];
+        double[] ticks = [4, 5, 6, 8, 12, 16, 24, 32];
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks.Select(Math.Log2).ToArray(), ticks.Select(t => t.ToString(CultureInfo.InvariantCulture)).ToArray());
         plot.Title("Held-out perplexity after conversion from MHA and uptraining");
         plot.XLabel("uptraining (% of the pre-training steps)");
