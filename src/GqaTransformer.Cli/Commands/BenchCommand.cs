@@ -41,7 +41,7 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
         public string Device { get; init; } = "cpu";
 
         /// <summary>Whole-model decode instead of attention alone.</summary>
-        [CommandOption("--model")][Description("Benchmark whole-model decode of a 1.1B Llama shape (16 layers, hidden 2048, 32 heads × 64, FFN 5632, random weights): prefill --context tokens per sequence, then --new-tokens steps.")]
+        [CommandOption("--model")][Description("Benchmark whole-model decode of a 1.1B Llama shape (16 layers, hidden 2048, 32 heads × 64, FFN 5632, random weights): prefill --context tokens per sequence, then --new-tokens steps, the first 3 (warm-up, graph capture) untimed.")]
         public bool Model { get; init; }
 
         /// <summary>Print a per-part breakdown of one decode step (diagnostics).</summary>
@@ -96,14 +96,16 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
                 double prefillMs = clock.Elapsed.TotalMilliseconds;
                 var next = logits.argmax(-1).data<long>().ToArray();
                 logits.Dispose();
-                clock.Restart();
+                // The first steps warm up (and, with graphs, capture) and are not timed, as in tools/gpu_decode_reference.py.
+                int warmUp = Math.Min(WarmUpSteps, settings.NewTokens - 1);
                 for (int step = 0; step < settings.NewTokens; step++)
                 {
+                    if (step == warmUp) clock.Restart();
                     logits = session.DecodeStep(next);          // ends in a copy to the CPU: every step is synchronised
                     next = logits.argmax(-1).data<long>().ToArray();
                     logits.Dispose();
                 }
-                double stepMs = clock.Elapsed.TotalMilliseconds / settings.NewTokens;
+                double stepMs = clock.Elapsed.TotalMilliseconds / (settings.NewTokens - warmUp);
                 if (settings.Profile) ProfileStep(model, session.Cache, device);
                 double tokensPerSecond = settings.Batch * 1000 / stepMs;
                 mha ??= kv == 32 ? tokensPerSecond : null;
@@ -115,6 +117,8 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
         console.Write(table);
         return 0;
     }
+
+    private const int WarmUpSteps = 3;
 
     private void ProfileStep(DecoderModel model, KvCache cache, Device device)
     {

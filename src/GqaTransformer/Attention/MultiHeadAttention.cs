@@ -215,8 +215,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Decode, one query per sequence, G query heads folded [B, Hkv, G, D] over [B, Hkv, S, D]: the G heads are the G
     /// columns of one K·qᵀ product, so K streams through once; softmax in float32. Plain matmuls, not SDPA: on CUDA,
-    /// SDPA re-plans for every new key length (ADR 0003). K·qᵀ, not q·Kᵀ: on the H200 the latter made a step up to 40%
-    /// slower (ADR 0015).
+    /// SDPA re-plans for every new key length (ADR 0003); q·Kᵀ in place of K·qᵀ was no clear gain on the H200 (ADR 0015).
     /// </summary>
     internal static Tensor DecodeByMatmul(Tensor folded, Tensor key, Tensor value, Tensor? mask)
     {
