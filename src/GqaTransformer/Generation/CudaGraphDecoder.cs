@@ -62,7 +62,10 @@ internal sealed class CudaGraphDecoder : IDisposable
         else filled.copy_(paddingMask.to(ScalarType.Bool).view(_cache.BatchSize, 1, 1, _cache.Length));
     }
 
-    /// <summary>Runs one step for <paramref name="tokens"/> (one per sequence); returns the logits [B, vocab] on the CPU, float32.</summary>
+    /// <summary>
+    /// Runs one step for <paramref name="tokens"/> (one per sequence); returns the logits [B, vocab] on the device, in
+    /// the model's dtype. With a graph they are a view of its output, rewritten by the next step: read them first.
+    /// </summary>
     public Tensor Step(IReadOnlyList<long> tokens)
     {
         using var scope = NewDisposeScope();
@@ -87,7 +90,7 @@ internal sealed class CudaGraphDecoder : IDisposable
                 break;
         }
         _cache.Advance(1);
-        return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+        return logits.squeeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>The step itself: all device work, no host reads.</summary>

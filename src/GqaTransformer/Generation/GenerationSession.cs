@@ -80,6 +80,13 @@ public sealed class GenerationSession : IDisposable
     /// </summary>
     public Tensor Prefill(IReadOnlyList<IReadOnlyList<int>> prompts)
     {
+        using var scope = NewDisposeScope();
+        return PrefillOnDevice(prompts).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+    }
+
+    /// <summary><see cref="Prefill"/>, the logits left on the model's device in its dtype (greedy choice needs only their argmax there).</summary>
+    internal Tensor PrefillOnDevice(IReadOnlyList<IReadOnlyList<int>> prompts)
+    {
         ArgumentNullException.ThrowIfNull(prompts);
         if (prompts.Count != BatchSize)
             throw new ArgumentException($"Expected {BatchSize} prompts, got {prompts.Count}.", nameof(prompts));
@@ -125,11 +132,21 @@ public sealed class GenerationSession : IDisposable
         }
         var positionTensor = padded ? tensor(positions, device: device).view(BatchSize, longest) : null;
         var logits = _model.forward(idTensor, Cache, _attentionMask, positionTensor, lastTokenOnly: true); // [B, 1, V]
-        return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+        return logits.squeeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Feeds one token per sequence and returns the logits for the next, [B, vocab].</summary>
     public Tensor DecodeStep(IReadOnlyList<long> tokens)
+    {
+        using var scope = NewDisposeScope();
+        return DecodeStepOnDevice(tokens).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="DecodeStep"/>, the logits left on the model's device in its dtype. With CUDA graphs they are a view of
+    /// the graph's output that the next step rewrites: read them before it.
+    /// </summary>
+    internal Tensor DecodeStepOnDevice(IReadOnlyList<long> tokens)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         if (_nextPositions.Length == 0)
@@ -164,7 +181,7 @@ public sealed class GenerationSession : IDisposable
         }
         var logits = _model.forward(ids, Cache, _attentionMask, positions); // [B, 1, V]
         for (int b = 0; b < BatchSize; b++) _nextPositions[b]++;
-        return logits.squeeze(1).to(ScalarType.Float32, CPU).MoveToOuterDisposeScope();
+        return logits.squeeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Frees the attention mask, a CUDA graph it captured, and the cache if the session created it.</summary>

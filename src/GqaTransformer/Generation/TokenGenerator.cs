@@ -125,7 +125,7 @@ public sealed class TokenGenerator : IDisposable
             // from another thread at any moment, and must not own our logits (see docs/guide.md, threads).
             using (NewDisposeScope())
             {
-                var logits = produced == 0 ? session.Prefill(prompts) : session.DecodeStep(fed);
+                var logits = produced == 0 ? session.PrefillOnDevice(prompts) : session.DecodeStepOnDevice(fed); // [B, V] on the device
                 using var seen = penalise ? session.SeenTokens() : null;
                 chosen = sampler.Sample(logits, seen);
             }

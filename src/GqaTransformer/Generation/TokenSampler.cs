@@ -22,18 +22,22 @@ public sealed class TokenSampler : IDisposable
     }
 
     /// <summary>
-    /// Picks one token per row of <paramref name="logits"/> [B, V]. <paramref name="seen"/> [B, V] bool marks tokens
-    /// already in each sequence (for the repetition penalty); null when the penalty is off.
+    /// Picks one token per row of <paramref name="logits"/> [B, V], on any device. <paramref name="seen"/> [B, V] bool
+    /// marks tokens already in each sequence (for the repetition penalty); null when the penalty is off. Greedy choice
+    /// without a penalty takes the argmax where the logits are and copies only the ids; the rest runs on the CPU in float32.
     /// </summary>
     public long[] Sample(Tensor logits, Tensor? seen = null)
     {
         Guard.Rank(logits, 2, nameof(logits), "[batch, vocab]");
         using var scope = NewDisposeScope();
+        bool penalise = _options.RepetitionPenalty != 1.0 && seen is not null;
+        if (!_options.IsSampling && !penalise)
+            return logits.argmax(-1).to(CPU).data<long>().ToArray();  // float32 and bf16 share their argmax (the widening is exact)
         var scores = logits.to(ScalarType.Float32, CPU);
-        if (_options.RepetitionPenalty != 1.0 && seen is not null)
+        if (penalise)
         {
             var penalised = where(scores < 0, scores * _options.RepetitionPenalty, scores / _options.RepetitionPenalty);
-            scores = where(seen.to(CPU), penalised, scores);
+            scores = where(seen!.to(CPU), penalised, scores);
         }
         if (!_options.IsSampling)
             return scores.argmax(-1).data<long>().ToArray();

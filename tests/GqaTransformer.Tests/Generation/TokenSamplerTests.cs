@@ -25,6 +25,23 @@ public class TokenSamplerTests
     }
 
     [Fact]
+    public void Greedy_picks_the_argmax_of_half_precision_logits_where_they_are_as_of_their_float32_widening()
+    {
+        // Greedy choice without a penalty takes the argmax on the logits' own device and dtype; with a penalty, it
+        // widens to float32 on the CPU first. Both must pick the same ids, ties going to the lowest id.
+        using var scope = NewDisposeScope();
+        var logits = randn(4, 50, generator: new Generator(3)).to(ScalarType.BFloat16);
+        logits[2, 7] = logits[2].max() + 1; logits[2, 9] = logits[2, 7];             // a tie: the lower id wins
+        using var greedy = new TokenSampler(new GenerationOptions());
+        using var penalisedOff = new TokenSampler(new GenerationOptions { RepetitionPenalty = 1.3 });
+        var none = zeros(4, 50, ScalarType.Bool);
+        var expected = logits.to(ScalarType.Float32).argmax(-1).data<long>().ToArray();
+        greedy.Sample(logits).Should().Equal(expected);
+        penalisedOff.Sample(logits, none).Should().Equal(expected);              // the float32 CPU path, nothing seen
+        expected[2].Should().Be(7);
+    }
+
+    [Fact]
     public void Top_k_keeps_the_k_largest()
     {
         using var scope = NewDisposeScope();
