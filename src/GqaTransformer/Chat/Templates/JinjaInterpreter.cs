@@ -1,0 +1,209 @@
+using System.Text;
+using static GqaTransformer.JinjaValues;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// Renders a parsed chat template. Scoping follows Jinja: a for loop's body has its own scope (a <c>set</c> inside it is
+/// gone after the loop, which is why templates use <c>namespace()</c>), a macro sees its parameters and the top level.
+/// Rendering is bounded: a template that loops or recurses past the limits gets an error, not a hang.
+/// </summary>
+internal sealed class JinjaInterpreter
+{
+    private const int MaxDepth = 200;                  // nested loops, macro calls and expressions
+    private const long MaxIterations = 1_000_000;      // loop iterations over the whole render
+    private const int MaxOutputChars = 64 * 1024 * 1024;
+
+    private readonly Scope _globals;
+    private long _iterations;
+    private int _depth;
+
+    private enum Flow { Normal, Break, Continue }
+
+    private sealed class Scope(Scope? parent)
+    {
+        public Dictionary<string, object?> Vars { get; } = [];
+        public Scope? Parent { get; } = parent;
+
+        public bool TryGet(string name, out object? value)
+        {
+            for (var s = this; s is not null; s = s.Parent)
+                if (s.Vars.TryGetValue(name, out value)) return true;
+            value = null;
+            return false;
+        }
+    }
+
+    public JinjaInterpreter(IReadOnlyDictionary<string, object?> variables)
+    {
+        _globals = new Scope(null);
+        JinjaBuiltins.AddGlobals(_globals.Vars);
+        foreach (var (name, value) in variables) _globals.Vars[name] = FromClr(value);
+    }
+
+    public string Render(IReadOnlyList<JinjaNode> nodes)
+    {
+        var output = new StringBuilder();
+        var scope = new Scope(_globals);
+        if (Render(nodes, scope, output) != Flow.Normal) throw new ChatTemplateException("'break' or 'continue' outside a loop.");
+        return output.ToString();
+    }
+
+    private Flow Render(IReadOnlyList<JinjaNode> nodes, Scope scope, StringBuilder output)
+    {
+        foreach (var node in nodes)
+        {
+            switch (node)
+            {
+                case TextNode text:
+                    output.Append(text.Text);
+                    break;
+                case OutputNode o:
+                    output.Append(ToStr(Eval(o.Value, scope)));
+                    break;
+                case IfNode branch:
+                {
+                    var body = branch.Branches.FirstOrDefault(b => Truthy(Eval(b.Condition, scope))).Body ?? branch.Else;
+                    if (body is not null && Render(body, scope, output) is var flow && flow != Flow.Normal) return flow;
+                    break;
+                }
+                case ForNode loop:
+                    RenderFor(loop, scope, output);
+                    break;
+                case SetNode set:
+                    Assign(set, scope);
+                    break;
+                case MacroNode macro:
+                    scope.Vars[macro.Name] = MakeMacro(macro, scope);
+                    break;
+                case LoopControlNode control:
+                    return control.IsBreak ? Flow.Break : Flow.Continue;
+            }
+            if (output.Length > MaxOutputChars) throw new ChatTemplateException($"the rendered text passed {MaxOutputChars} characters.");
+        }
+        return Flow.Normal;
+    }
+
+    private void RenderFor(ForNode loop, Scope scope, StringBuilder output)
+    {
+        Enter(loop.Line);
+        var inner = new Scope(scope);
+        var items = Iterate(Eval(loop.Iterable, scope));
+        if (loop.Filter is not null)
+            items = items.Where(item => { Bind(inner, loop, item); return Truthy(Eval(loop.Filter, inner)); }).ToList();
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (++_iterations > MaxIterations) throw new ChatTemplateException($"line {loop.Line}: more than {MaxIterations} loop iterations.");
+            Bind(inner, loop, items[i]);
+            inner.Vars["loop"] = new JinjaLoop(i, items.Count, i > 0 ? items[i - 1] : null, i + 1 < items.Count ? items[i + 1] : null);
+            if (Render(loop.Body, inner, output) == Flow.Break) break;
+        }
+        if (items.Count == 0 && loop.Else is not null) Render(loop.Else, inner, output);
+        _depth--;
+    }
+
+    private static void Bind(Scope scope, ForNode loop, object? item)
+    {
+        if (loop.Targets.Count == 1) { scope.Vars[loop.Targets[0]] = item; return; }
+        var parts = Iterate(item);
+        if (parts.Count != loop.Targets.Count)
+            throw new ChatTemplateException($"line {loop.Line}: cannot unpack {parts.Count} values into {loop.Targets.Count} names.");
+        for (int t = 0; t < parts.Count; t++) scope.Vars[loop.Targets[t]] = parts[t];
+    }
+
+    private void Assign(SetNode set, Scope scope)
+    {
+        object? value;
+        if (set.Body is not null)
+        {
+            var captured = new StringBuilder();
+            Render(set.Body, scope, captured);
+            value = captured.ToString();
+        }
+        else value = Eval(set.Value!, scope);
+        if (set.Attribute is not null)
+        {
+            if (!scope.TryGet(set.Targets[0], out var target) || target is not JinjaNamespace ns)
+                throw new ChatTemplateException($"line {set.Line}: only a namespace() takes attributes, and '{set.Targets[0]}' is not one.");
+            ns.Values[set.Attribute] = value;
+            return;
+        }
+        if (set.Targets.Count == 1) { scope.Vars[set.Targets[0]] = value; return; }
+        var parts = Iterate(value);
+        if (parts.Count != set.Targets.Count) throw new ChatTemplateException($"line {set.Line}: cannot unpack {parts.Count} values into {set.Targets.Count} names.");
+        for (int t = 0; t < parts.Count; t++) scope.Vars[set.Targets[t]] = parts[t];
+    }
+
+    /// <summary>A macro sees its parameters and the scope it was defined in (itself included, so it may recurse, within the depth limit).</summary>
+    private JinjaCallable MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
+    {
+        Enter(macro.Line);
+        var scope = new Scope(definedIn);
+        for (int p = 0; p < macro.Parameters.Count; p++)
+        {
+            var (name, fallback) = macro.Parameters[p];
+            scope.Vars[name] = p < args.Count ? args[p]
+                : kwargs.TryGetValue(name, out var given) ? given
+                : fallback is not null ? Eval(fallback, scope) : new JinjaUndefined(name);
+        }
+        var output = new StringBuilder();
+        Render(macro.Body, scope, output);
+        _depth--;
+        return output.ToString();
+    });
+
+    private void Enter(int line)
+    {
+        if (++_depth > MaxDepth) throw new ChatTemplateException($"line {line}: nesting deeper than {MaxDepth} (a macro that calls itself?).");
+    }
+
+    private object? Eval(JinjaExpr expr, Scope scope)
+    {
+        Enter(expr.Line);
+        try
+        {
+            return expr switch
+            {
+                LiteralExpr literal => literal.Value,
+                NameExpr name => scope.TryGet(name.Name, out var value) ? value : new JinjaUndefined(name.Name),
+                ListExpr list => list.Items.Select(item => Eval(item, scope)).ToList(),
+                DictExpr dict => new OrderedDictionary<string, object?>(dict.Items.Select(p => KeyValuePair.Create(ToStr(Eval(p.Key, scope)), Eval(p.Value, scope)))),
+                AttributeExpr attribute => JinjaBuiltins.GetAttribute(Eval(attribute.Target, scope), attribute.Name, attribute.Line),
+                IndexExpr index => JinjaBuiltins.GetItem(Eval(index.Target, scope), Eval(index.Index, scope), index.Line),
+                SliceExpr slice => JinjaBuiltins.Slice(Eval(slice.Target, scope), Optional(slice.Start, scope), Optional(slice.Stop, scope), Optional(slice.Step, scope), slice.Line),
+                CallExpr call => Call(call, scope),
+                FilterExpr filter => JinjaBuiltins.Filter(filter.Name, Eval(filter.Target, scope), filter.Args.Select(a => Eval(a, scope)).ToList(),
+                    filter.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope)), filter.Line),
+                TestExpr test => JinjaBuiltins.Test(test.Name, Eval(test.Target, scope), test.Args.Select(a => Eval(a, scope)).ToList(), test.Line) != test.Negated,
+                UnaryExpr unary => unary.Op switch
+                {
+                    "not" => !Truthy(Eval(unary.Operand, scope)),
+                    "-" => Eval(unary.Operand, scope) switch { long l => (object)(-l), var v => -ToDouble(v) },
+                    _ => Eval(unary.Operand, scope),
+                },
+                BinaryExpr { Op: "and" } and => Eval(and.Left, scope) is var first && !Truthy(first) ? first : Eval(and.Right, scope),
+                BinaryExpr { Op: "or" } or => Eval(or.Left, scope) is var left && Truthy(left) ? left : Eval(or.Right, scope),
+                BinaryExpr binary => JinjaBuiltins.Binary(binary.Op, Eval(binary.Left, scope), Eval(binary.Right, scope), binary.Line),
+                ConditionalExpr conditional => Truthy(Eval(conditional.Condition, scope)) ? Eval(conditional.Then, scope)
+                    : conditional.Else is null ? new JinjaUndefined("else") : Eval(conditional.Else, scope),
+                _ => throw new ChatTemplateException($"line {expr.Line}: cannot evaluate {expr.GetType().Name}."),
+            };
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private object? Optional(JinjaExpr? expr, Scope scope) => expr is null ? null : Eval(expr, scope);
+
+    private object? Call(CallExpr call, Scope scope)
+    {
+        var target = Eval(call.Target, scope);
+        if (target is not JinjaCallable callable)
+            throw new ChatTemplateException($"line {call.Line}: {TypeName(target)} is not callable.");
+        var args = call.Args.Select(a => Eval(a, scope)).ToList();
+        var kwargs = call.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope));
+        return callable.Invoke(args, kwargs);
+    }
+}

@@ -1,0 +1,242 @@
+using System.Globalization;
+using System.Text;
+
+namespace GqaTransformer;
+
+/// <summary>Jinja's undefined value: empty when printed, false when tested, an error when looked into.</summary>
+internal sealed class JinjaUndefined(string name)
+{
+    public string Name { get; } = name;
+}
+
+/// <summary>What <c>namespace()</c> returns: the one object whose attributes a template may set from inside a loop.</summary>
+internal sealed class JinjaNamespace
+{
+    public OrderedDictionary<string, object?> Values { get; } = [];
+}
+
+/// <summary>A function a template can call: a global (<c>raise_exception</c>), a macro, or a bound method (<c>s.strip</c>).</summary>
+internal sealed class JinjaCallable(string name, Func<List<object?>, Dictionary<string, object?>, object?> invoke)
+{
+    public string Name { get; } = name;
+    public object? Invoke(List<object?> args, Dictionary<string, object?> kwargs) => invoke(args, kwargs);
+}
+
+/// <summary>The <c>loop</c> variable of a for loop.</summary>
+internal sealed class JinjaLoop(int index, int length, object? previous, object? next)
+{
+    public object? Get(string name) => name switch
+    {
+        "index" => (long)index + 1,
+        "index0" => (long)index,
+        "revindex" => (long)(length - index),
+        "revindex0" => (long)(length - index - 1),
+        "first" => index == 0,
+        "last" => index == length - 1,
+        "length" => (long)length,
+        "previtem" => index > 0 ? previous : new JinjaUndefined("loop.previtem"),
+        "nextitem" => index < length - 1 ? next : new JinjaUndefined("loop.nextitem"),
+        "cycle" => new JinjaCallable("loop.cycle", (args, _) => args.Count == 0 ? null : args[index % args.Count]),
+        _ => new JinjaUndefined($"loop.{name}"),
+    };
+}
+
+/// <summary>Python's semantics for the values a template handles: None, bool, int (long), float (double), str, list, dict.</summary>
+internal static class JinjaValues
+{
+    public static bool Truthy(object? value) => value switch
+    {
+        null or JinjaUndefined => false,
+        bool b => b,
+        long l => l != 0,
+        double d => d != 0,
+        string s => s.Length > 0,
+        List<object?> list => list.Count > 0,
+        OrderedDictionary<string, object?> dict => dict.Count > 0,
+        _ => true,
+    };
+
+    /// <summary>Python's <c>str()</c>, as Jinja prints a value (undefined prints nothing).</summary>
+    public static string ToStr(object? value) => value switch
+    {
+        JinjaUndefined => "",
+        string s => s,
+        _ => Repr(value),
+    };
+
+    /// <summary>Python's <c>repr()</c>: strings quoted, lists and dicts in Python's notation.</summary>
+    public static string Repr(object? value) => value switch
+    {
+        null => "None",
+        JinjaUndefined => "",
+        bool b => b ? "True" : "False",
+        long l => l.ToString(CultureInfo.InvariantCulture),
+        double d => FloatRepr(d),
+        string s => QuoteRepr(s),
+        List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
+        OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => QuoteRepr(p.Key) + ": " + Repr(p.Value))) + "}",
+        JinjaNamespace => "<Namespace>",
+        JinjaCallable c => $"<function {c.Name}>",
+        _ => value.ToString() ?? "",
+    };
+
+    public static string FloatRepr(double d)
+    {
+        if (double.IsNaN(d)) return "nan";
+        if (double.IsInfinity(d)) return d > 0 ? "inf" : "-inf";
+        string s = d.ToString("R", CultureInfo.InvariantCulture);
+        if (s.Contains('E', StringComparison.Ordinal)) return s.Replace("E", "e", StringComparison.Ordinal);
+        return s.Contains('.', StringComparison.Ordinal) ? s : s + ".0";
+    }
+
+    private static string QuoteRepr(string s)
+    {
+        char quote = s.Contains('\'', StringComparison.Ordinal) && !s.Contains('"', StringComparison.Ordinal) ? '"' : '\'';
+        var sb = new StringBuilder().Append(quote);
+        foreach (char c in s)
+            sb.Append(c switch
+            {
+                '\\' => "\\\\", '\n' => "\\n", '\r' => "\\r", '\t' => "\\t",
+                _ when c == quote => "\\" + c,
+                _ => c.ToString(),
+            });
+        return sb.Append(quote).ToString();
+    }
+
+    /// <summary>Python's <c>json.dumps(value, ensure_ascii=False, indent=indent)</c>, as transformers' <c>tojson</c> filter.</summary>
+    public static string ToJson(object? value, int? indent = null, bool sortKeys = false)
+    {
+        var sb = new StringBuilder();
+        WriteJson(sb, value, indent, sortKeys, 0);
+        return sb.ToString();
+    }
+
+    private static void WriteJson(StringBuilder sb, object? value, int? indent, bool sortKeys, int depth)
+    {
+        switch (value)
+        {
+            case null or JinjaUndefined: sb.Append("null"); break;
+            case bool b: sb.Append(b ? "true" : "false"); break;
+            case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+            case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
+            case string s: JsonString(sb, s); break;
+            case List<object?> list:
+                WriteItems(sb, '[', ']', list.Count, indent, depth, i => WriteJson(sb, list[i], indent, sortKeys, depth + 1));
+                break;
+            case OrderedDictionary<string, object?> dict:
+            {
+                var pairs = sortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
+                WriteItems(sb, '{', '}', pairs.Count, indent, depth, i =>
+                {
+                    JsonString(sb, pairs[i].Key);
+                    sb.Append(": ");
+                    WriteJson(sb, pairs[i].Value, indent, sortKeys, depth + 1);
+                });
+                break;
+            }
+            case JinjaNamespace ns: WriteJson(sb, ns.Values, indent, sortKeys, depth); break;
+            default: throw new ChatTemplateException($"tojson cannot write a {value.GetType().Name}.");
+        }
+    }
+
+    private static void WriteItems(StringBuilder sb, char open, char close, int count, int? indent, int depth, Action<int> item)
+    {
+        sb.Append(open);
+        if (count == 0) { sb.Append(close); return; }
+        for (int i = 0; i < count; i++)
+        {
+            if (indent is { } n) sb.Append(i == 0 ? "" : ",").Append('\n').Append(' ', n * (depth + 1));
+            else if (i > 0) sb.Append(", ");
+            item(i);
+        }
+        if (indent is { } m) sb.Append('\n').Append(' ', m * depth);
+        sb.Append(close);
+    }
+
+    private static void JsonString(StringBuilder sb, string s)
+    {
+        sb.Append('"');
+        foreach (char c in s)
+        {
+            switch (c)
+            {
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                case '\b': sb.Append("\\b"); break;
+                case '\f': sb.Append("\\f"); break;
+                default:
+                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    else sb.Append(c);
+                    break;
+            }
+        }
+        sb.Append('"');
+    }
+
+    public static bool PyEquals(object? a, object? b) => (a, b) switch
+    {
+        (JinjaUndefined, JinjaUndefined) => true,
+        (JinjaUndefined, _) or (_, JinjaUndefined) => false,
+        (null, null) => true,
+        (null, _) or (_, null) => false,
+        (string x, string y) => string.Equals(x, y, StringComparison.Ordinal),
+        (bool x, bool y) => x == y,
+        (long or double or bool, long or double or bool) => ToDouble(a) == ToDouble(b),
+        (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second)),
+        (OrderedDictionary<string, object?> x, OrderedDictionary<string, object?> y)
+            => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v)),
+        _ => ReferenceEquals(a, b),
+    };
+
+    public static double ToDouble(object? value) => value switch
+    {
+        long l => l,
+        double d => d,
+        bool b => b ? 1 : 0,
+        _ => throw new ChatTemplateException($"expected a number, got {TypeName(value)}."),
+    };
+
+    public static string TypeName(object? value) => value switch
+    {
+        null => "None",
+        JinjaUndefined u => $"undefined '{u.Name}'",
+        bool => "bool",
+        long => "int",
+        double => "float",
+        string => "str",
+        List<object?> => "list",
+        OrderedDictionary<string, object?> => "dict",
+        JinjaNamespace => "namespace",
+        _ => "object",
+    };
+
+    /// <summary>The items a for loop or filter walks: a list's items, a dict's keys, a string's characters, nothing for undefined.</summary>
+    public static List<object?> Iterate(object? value) => value switch
+    {
+        JinjaUndefined => [],
+        List<object?> list => [.. list],
+        OrderedDictionary<string, object?> dict => [.. dict.Keys],
+        string s => [.. CodePoints(s)],
+        _ => throw new ChatTemplateException($"{TypeName(value)} is not iterable."),
+    };
+
+    /// <summary>A string's characters as Python counts them: code points, so an emoji is one, not two UTF-16 halves.</summary>
+    public static List<object?> CodePoints(string s) => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+
+    /// <summary>Converts a .NET value (from the caller's variables) to the template's: lists, ordered dicts, longs and doubles.</summary>
+    public static object? FromClr(object? value) => value switch
+    {
+        null or string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable => value,
+        int i => (long)i,
+        float f => (double)f,
+        decimal m => (double)m,
+        OrderedDictionary<string, object?> dict => new OrderedDictionary<string, object?>(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
+        System.Collections.IDictionary dict => new OrderedDictionary<string, object?>(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(k.ToString()!, FromClr(dict[k])))),
+        IEnumerable<KeyValuePair<string, object?>> pairs => new OrderedDictionary<string, object?>(pairs.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
+        System.Collections.IEnumerable items => items.Cast<object?>().Select(FromClr).ToList(),
+        _ => value.ToString(),
+    };
+}
