@@ -29,6 +29,8 @@ public static class CliApp
             .WithDescription("Train a model from a config or preset on a text file (UTF-8 bytes); ends with the held-out loss=<x> perplexity=<y> tokens=<n>.")),
         new("uptrain", typeof(UptrainCommand.Settings), c => c.AddCommand<UptrainCommand>("uptrain")
             .WithDescription("Continue training a checkpoint (a converted GQA model, say) on a text file; ends with the held-out loss.")),
+        new("tokenize", typeof(TokenizeCommand.Settings), c => c.AddCommand<TokenizeCommand>("tokenize")
+            .WithDescription("The ids of the text after -- as one JSON array (tokenizer.json, tokenizer.model or .tiktoken).")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

@@ -337,4 +337,22 @@ public class CliTests
         Run("train", "--config", config, "--data", text, "--out", trained, "--precision", "bf16").Output.Should().Contain("--precision bf16 needs --device cuda");
         Run("train", "--config", config, "--data", text, "--out", trained, "--precision", "fp8").Output.Should().Contain("--precision must be fp32 or bf16");
     }
+
+    [Fact]
+    public void Tokenize_prints_the_ids_as_one_json_array()
+    {
+        using var directory = new Fixtures.TempDirectory();
+        File.WriteAllText(Path.Combine(directory.Path, "tokenizer.json"), """
+            {"added_tokens": [{"id": 3, "content": "<s>", "special": true}],
+             "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                                "special_tokens": {"<s>": {"id": "<s>", "ids": [3], "tokens": ["<s>"]}}},
+             "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
+            """);
+        var (code, stdout, stderr) = RunSplit(60, "tokenize", "--model", directory.Path, "--", "abab<s>a");
+        code.Should().Be(0, stderr);
+        stdout.Trim().Should().Be("[3,2,2,3,0]");
+        RunSplit(60, "tokenize", "--model", directory.Path, "--no-special-tokens", "--", "ab").Stdout.Trim().Should().Be("[2]");
+        Run("tokenize", "--model", directory.Path).Output.Should().Contain("Give the text after --");
+        Run("tokenize", "--model", directory.Path, "--special", "--", "ab").ExitCode.Should().Be(2);
+    }
 }

@@ -47,13 +47,21 @@ public class TextGenerationTests
     }
 
     [Fact]
-    public void Unknown_tokenizer_files_are_named()
+    public void Tokenizer_files_are_told_apart_and_unknown_ones_named()
     {
         using var directory = new Fixtures.TempDirectory();
+        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(directory.Path)).Should().Throw<FileNotFoundException>().WithMessage("*tokenizer.json*");
         string json = Path.Combine(directory.Path, "tokenizer.json");
-        File.WriteAllText(json, "{}");
-        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(json)).Should().Throw<NotSupportedException>().WithMessage("*tokenizer.json*unsupported*");
+        File.WriteAllText(json, """{"model": {"type": "WordPiece", "vocab": {}}}""");
+        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(directory.Path)).Should().Throw<NotSupportedException>().WithMessage("*'WordPiece' model*");
+        File.WriteAllText(json, """{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}""");
+        TextGeneration.LoadTokenizer(directory.Path).Should().BeOfType<HfTokenizer>().Which.Encode("ab").Should().Equal(2);
+        // Llama 3 ships original/tokenizer.model in tiktoken's format: recognised, not handed to the SentencePiece reader.
+        string tiktoken = Path.Combine(directory.Path, "tokenizer.model");
+        File.WriteAllText(tiktoken, "IQ== 0\nIg== 1\nIw== 2\n");
+        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(tiktoken)).Should().Throw<NotSupportedException>().WithMessage("*tiktoken-format*tokenizer.json*");
+        File.WriteAllText(Path.Combine(directory.Path, "x.bin"), "");
+        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(Path.Combine(directory.Path, "x.bin"))).Should().Throw<NotSupportedException>().WithMessage("*unsupported*");
         FluentActions.Invoking(() => TextGeneration.LoadTokenizer(Path.Combine(directory.Path, "missing.model"))).Should().Throw<FileNotFoundException>();
-        FluentActions.Invoking(() => TextGeneration.LoadTokenizer(directory.Path)).Should().Throw<FileNotFoundException>().WithMessage("*vocab.json*");
     }
 }
