@@ -170,6 +170,26 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>
+    /// Forgets every token from position <paramref name="length"/> on, keeping the first <paramref name="length"/>: a chat
+    /// that changes its history from there re-reads only what follows. A ring buffer (sliding window) that has wrapped
+    /// no longer holds the early tokens, so it can only keep all or none.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or above <see cref="Length"/>.</exception>
+    /// <exception cref="InvalidOperationException">A wrapped ring buffer asked to keep part of its tokens.</exception>
+    public void RewindTo(int length)
+    {
+        ThrowIfDisposed();
+        if (length < 0 || length > Length)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {Length}] (the tokens the cache holds).");
+        if (length == Length) return;
+        if (IsRingBuffer && Length > Slots && length > 0)
+            throw new InvalidOperationException($"This sliding-window cache has wrapped ({Length} tokens in {Slots} slots), so it cannot keep only the first {length}; rewind to 0.");
+        if (length == 0) { Reset(); return; }
+        for (int slot = length; slot < Math.Min(Length, Slots); slot++) _slotPositions[slot] = -1;
+        Length = length;
+    }
+
+    /// <summary>
     /// Commits <paramref name="tokens"/> tokens written by every layer since the last commit. <see cref="DecoderModel"/>
     /// calls this after each forward; call it yourself only when driving <see cref="MultiHeadAttention"/> directly.
     /// </summary>

@@ -1,0 +1,292 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GqaTransformer;
+
+/// <summary>
+/// A chat model as a Microsoft.Extensions.AI <see cref="IChatClient"/>: the model's own chat template renders the
+/// conversation, its tokenizer encodes it, and generation stops at any of its end-of-turn ids or a stop sequence (whose
+/// text is not returned). The client keeps one <see cref="KvCache"/> across requests: when a request's prompt extends
+/// the tokens already in it (the next turn of the same chat) only the new tokens are read; when it differs, the cache is
+/// rewound to the common prefix, not rebuilt (<c>Usage.AdditionalCounts["CachedInputTokens"]</c> says how many were reused).
+/// One request runs at a time; others wait. A cancelled request leaves the client usable.
+/// </summary>
+public sealed class GqaChatClient : IChatClient
+{
+    /// <summary>The <see cref="UsageDetails.AdditionalCounts"/> key of the prompt tokens taken from the cache.</summary>
+    public const string CachedInputTokensKey = "CachedInputTokens";
+
+    private readonly DecoderModel _model;
+    private readonly bool _ownsModel;
+    private readonly HfTokenizer _tokenizer;
+    private readonly ChatTemplate _template;
+    private readonly string? _bosToken, _eosToken;
+    private readonly GenerationOptions _defaults;
+    private readonly KvCache _cache;
+    private readonly List<int> _cached = [];            // the token ids whose keys and values the cache holds, in order
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly ChatClientMetadata _metadata;
+
+    /// <summary>A client over components you own (the client disposes only its cache).</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="tokenizer">Its tokenizer.</param>
+    /// <param name="template">Its chat template.</param>
+    /// <param name="bosToken">The text the template writes for <c>bos_token</c>, or null.</param>
+    /// <param name="eosToken">The text for <c>eos_token</c>, or null.</param>
+    /// <param name="defaults">Stop ids and sampling defaults (e.g. from <see cref="GenerationConfig.ToOptions"/>); ChatOptions override them.</param>
+    /// <param name="capacity">Most tokens a conversation may hold (the cache is allocated once at this size). Default: the model's maximum, at most 8192.</param>
+    public GqaChatClient(DecoderModel model, HfTokenizer tokenizer, ChatTemplate template, string? bosToken = null, string? eosToken = null,
+        GenerationOptions? defaults = null, int? capacity = null)
+        : this(model, false, tokenizer, template, bosToken, eosToken, defaults, capacity)
+    {
+    }
+
+    private GqaChatClient(DecoderModel model, bool ownsModel, HfTokenizer tokenizer, ChatTemplate template, string? bosToken, string? eosToken,
+        GenerationOptions? defaults, int? capacity)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(template);
+        int size = capacity ?? Math.Min(model.Config.MaxPositionEmbeddings, 8192);
+        if (size < 2 || size > model.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(capacity), size, $"capacity must be in [2, {model.Config.MaxPositionEmbeddings}] (max_position_embeddings).");
+        _defaults = (defaults ?? new GenerationOptions()).Validate();
+        _model = model;
+        _tokenizer = tokenizer;
+        _template = template;
+        _bosToken = bosToken;
+        _eosToken = eosToken;
+        _cache = model.CreateCache(1, size);
+        _ownsModel = ownsModel;
+        _metadata = new ChatClientMetadata("GqaTransformer", defaultModelId: model.Config.ModelType);
+    }
+
+    /// <summary>
+    /// Loads a chat model from a Hugging Face directory: the checkpoint, <c>tokenizer.json</c>, the chat template
+    /// (<c>chat_template.jinja</c>, or <c>chat_template</c> in <c>tokenizer_config.json</c>) with its <c>bos_token</c> and
+    /// <c>eos_token</c>, and <c>generation_config.json</c>'s stop ids and sampling defaults. The client owns the model.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The directory has no chat template, or a file is invalid.</exception>
+    public static GqaChatClient FromPretrained(string directory, ScalarType? dtype = null, Device? device = null, int? capacity = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        var tokenizer = HfTokenizer.FromFile(Path.Combine(directory, "tokenizer.json"));
+        var (template, bos, eos) = ReadTemplate(directory);
+        var generation = GenerationConfig.FromFile(directory);
+        var model = DecoderModel.FromPretrained(directory, dtype ?? ScalarType.Float32, device ?? CPU);
+        try
+        {
+            var defaults = generation?.ToOptions() ?? new GenerationOptions { StopTokenIds = model.Config.EosTokenIds };
+            return new GqaChatClient(model, true, tokenizer, template, bos, eos, defaults, capacity);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static (ChatTemplate Template, string? Bos, string? Eos) ReadTemplate(string directory)
+    {
+        string configPath = Path.Combine(directory, "tokenizer_config.json");
+        string? source = File.Exists(Path.Combine(directory, "chat_template.jinja")) ? File.ReadAllText(Path.Combine(directory, "chat_template.jinja")) : null;
+        string? bos = null, eos = null;
+        if (File.Exists(configPath))
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(configPath), new JsonDocumentOptions { MaxDepth = 64 });
+            var root = doc.RootElement;
+            static string? TokenText(JsonElement root, string name)
+                => !root.TryGetProperty(name, out var v) ? null
+                 : v.ValueKind == JsonValueKind.String ? v.GetString()
+                 : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null;
+            bos = TokenText(root, "bos_token");
+            eos = TokenText(root, "eos_token");
+            if (source is null && root.TryGetProperty("chat_template", out var t))
+                source = t.ValueKind == JsonValueKind.String ? t.GetString()
+                    : t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().FirstOrDefault(e => e.GetProperty("name").GetString() == "default").GetProperty("template").GetString()
+                    : null;
+        }
+        if (source is null) throw new InvalidDataException($"'{directory}' has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json).");
+        return (ChatTemplate.Parse(source), bos, eos);
+    }
+
+    /// <summary>The tokens the cache holds for the conversation so far.</summary>
+    public int CachedTokens => _cached.Count;
+
+    /// <inheritdoc />
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var text = new System.Text.StringBuilder();
+        ChatFinishReason? finish = null;
+        UsageDetails? usage = null;
+        await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        {
+            text.Append(update.Text);
+            finish = update.FinishReason ?? finish;
+            usage = update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details ?? usage;
+        }
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString())) { FinishReason = finish, Usage = usage, ModelId = _metadata.DefaultModelId };
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var prompt = Prompt(messages);                              // checked before anything changes
+        var generation = Options(options);
+        var stops = options?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToArray() ?? [];
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            using var steps = Run(prompt, generation, stops, cancellationToken).GetEnumerator();
+            while (await Task.Run(steps.MoveNext, cancellationToken).ConfigureAwait(false))  // native work off the caller's thread
+                yield return steps.Current;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private IReadOnlyList<int> Prompt(IEnumerable<ChatMessage> messages)
+    {
+        var turns = messages.Select(m => (m.Role.Value, m.Text)).ToList();
+        if (turns.Count == 0) throw new ArgumentException("At least one message is needed.", nameof(messages));
+        string rendered = _template.Render(turns, addGenerationPrompt: true, _bosToken, _eosToken);
+        var ids = _tokenizer.Encode(rendered, addSpecialTokens: false);   // the template writes BOS itself, as transformers' apply_chat_template
+        if (ids.Count == 0) throw new ArgumentException("The chat template rendered no tokens for these messages.", nameof(messages));
+        if (ids.Count >= _cache.Capacity)
+            throw new ArgumentException($"The conversation is {ids.Count} tokens; this client holds at most {_cache.Capacity - 1} before a reply. Create it with a larger capacity.", nameof(messages));
+        return ids;
+    }
+
+    private GenerationOptions Options(ChatOptions? options)
+    {
+        var result = _defaults;
+        if (options is not null)
+        {
+            result = result with
+            {
+                MaxNewTokens = options.MaxOutputTokens ?? result.MaxNewTokens,
+                Temperature = options.Temperature ?? result.Temperature,
+                TopP = options.TopP ?? result.TopP,
+                TopK = options.TopK ?? result.TopK,
+                Seed = options.Seed is { } seed ? unchecked((ulong)seed) : result.Seed,
+            };
+        }
+        try
+        {
+            return result.Validate();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"The chat options are out of range: {e.Message}", nameof(options), e);
+        }
+    }
+
+    /// <summary>Prefills what the cache lacks, then decodes; yields text as it becomes final, then the finish and usage.</summary>
+    private IEnumerable<ChatResponseUpdate> Run(IReadOnlyList<int> prompt, GenerationOptions options, string[] stops, CancellationToken cancellationToken)
+    {
+        int reused = CommonPrefix(prompt);
+        if (reused == prompt.Count) reused--;                      // the last prompt token must be read again for its logits
+        if (reused < _cached.Count)
+        {
+            _cache.RewindTo(reused);
+            _cached.RemoveRange(reused, _cached.Count - reused);
+        }
+        var stopIds = (options.StopTokenIds ?? []).ToHashSet();
+        using var sampler = new TokenSampler(options);
+        var generated = new List<int>();
+        string emitted = "";
+        ChatFinishReason finish = ChatFinishReason.Length;
+        int room = _cache.Capacity - prompt.Count;
+        var feed = prompt.Skip(reused).ToList();
+        for (int step = 0; step < Math.Min(options.MaxNewTokens, room); step++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int next = Forward(feed, sampler);
+            _cached.AddRange(feed);
+            if (stopIds.Contains(next)) { finish = ChatFinishReason.Stop; break; }
+            generated.Add(next);
+            feed = [next];
+            string text = _tokenizer.Decode(generated, skipSpecialTokens: true);
+            int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
+            if (cut >= 0)
+            {
+                if (cut > emitted.Length) yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..cut]);
+                emitted = text[..cut];
+                finish = ChatFinishReason.Stop;
+                break;
+            }
+            // Hold back an incomplete character and anything that could still become a stop sequence.
+            int safe = text.Length;
+            if (safe > 0 && text[^1] == '\uFFFD') safe--;
+            foreach (var s in stops)
+                for (int k = Math.Min(s.Length - 1, safe); k > 0; k--)
+                    if (string.CompareOrdinal(text, safe - k, s, 0, k) == 0) { safe -= k; break; }
+            if (safe > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal))
+            {
+                yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..safe]);
+                emitted = text[..safe];
+            }
+        }
+        if (finish == ChatFinishReason.Length)
+        {
+            string text = _tokenizer.Decode(generated, skipSpecialTokens: true);
+            if (text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)) yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..]);
+        }
+        var usage = new UsageDetails
+        {
+            InputTokenCount = prompt.Count,
+            OutputTokenCount = generated.Count,
+            TotalTokenCount = prompt.Count + generated.Count,
+            AdditionalCounts = new AdditionalPropertiesDictionary<long> { [CachedInputTokensKey] = reused },
+        };
+        yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = finish, Contents = [new UsageContent(usage)] };
+    }
+
+    private int CommonPrefix(IReadOnlyList<int> prompt)
+    {
+        int n = 0;
+        while (n < _cached.Count && n < prompt.Count && _cached[n] == prompt[n]) n++;
+        return n;
+    }
+
+    /// <summary>Reads <paramref name="tokens"/> into the cache and picks the next token.</summary>
+    private int Forward(List<int> tokens, TokenSampler sampler)
+    {
+        using var scope = NewDisposeScope();
+        try
+        {
+            var ids = tensor(tokens.Select(t => (long)t).ToArray(), device: _model.Device).view(1, tokens.Count);
+            var logits = _model.forward(ids, _cache, lastTokenOnly: true).squeeze(1);   // [1, vocab]
+            return (int)sampler.Sample(logits)[0];
+        }
+        catch
+        {
+            _cache.RewindTo(Math.Min(_cache.Length, _cached.Count));   // the cache holds exactly what _cached says, error or not
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null) return null;
+        object?[] services = [this, _model, _tokenizer, _template, _cache, _metadata];
+        return services.FirstOrDefault(serviceType.IsInstanceOfType);
+    }
+
+    /// <summary>Frees the cache, and the model if <see cref="FromPretrained"/> loaded it.</summary>
+    public void Dispose()
+    {
+        _cache.Dispose();
+        if (_ownsModel) _model.Dispose();
+        _gate.Dispose();
+    }
+}

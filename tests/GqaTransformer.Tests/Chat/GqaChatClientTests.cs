@@ -1,0 +1,144 @@
+using System.Text.Json;
+using FluentAssertions;
+using GqaTransformer;
+using Microsoft.Extensions.AI;
+using Xunit;
+
+namespace GqaTransformer.Tests;
+
+/// <summary>
+/// The chat client over the tiny llama_gqa checkpoint (random weights, vocabulary 256) with a byte-level tokenizer.json
+/// and a ChatML template written here: its replies are checked against an independent path (the template rendered by
+/// hand, encoded, generated with <see cref="TokenGenerator"/> from an empty cache), and cache reuse against a fresh client.
+/// </summary>
+public class GqaChatClientTests
+{
+    private const string Template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+    private sealed class ChatModel : IDisposable
+    {
+        private readonly Fixtures.TempDirectory _directory = new();
+
+        public ChatModel()
+        {
+            foreach (var file in new[] { "config.json", "model.safetensors" })
+                File.Copy(System.IO.Path.Combine(Fixtures.HfTiny("llama_gqa"), file), System.IO.Path.Combine(Path, file));
+            var vocab = Enumerable.Range(0, 256).ToDictionary(b => TokenizerSteps.ByteToChar[b].ToString(), b => b);
+            File.WriteAllText(System.IO.Path.Combine(Path, "tokenizer.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["added_tokens"] = new[] { new { id = 1, content = "<|im_start|>", special = true }, new { id = 2, content = "<|im_end|>", special = true } },
+                ["pre_tokenizer"] = new { type = "ByteLevel", add_prefix_space = false, use_regex = true },
+                ["decoder"] = new { type = "ByteLevel" },
+                ["model"] = new { type = "BPE", vocab, merges = Array.Empty<string>() },
+            }));
+            File.WriteAllText(System.IO.Path.Combine(Path, "tokenizer_config.json"), JsonSerializer.Serialize(new { chat_template = Template, eos_token = "<|im_end|>" }));
+            File.WriteAllText(System.IO.Path.Combine(Path, "generation_config.json"), """{"eos_token_id": [2]}""");
+        }
+
+        public string Path => _directory.Path;
+
+        public void Dispose() => _directory.Dispose();
+    }
+
+    private static readonly ChatMessage[] FirstTurn = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "hello there")];
+
+    private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens)
+    {
+        var tokenizer = HfTokenizer.FromFile(directory);
+        string prompt = ChatTemplate.Parse(Template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
+        using var model = DecoderModel.FromPretrained(directory);
+        using var generator = new TokenGenerator(model);
+        var ids = generator.Generate(tokenizer.Encode(prompt, addSpecialTokens: false), new GenerationOptions { MaxNewTokens = maxTokens, StopTokenIds = [2] });
+        return tokenizer.Decode(ids.Where(id => id != 2), skipSpecialTokens: true);
+    }
+
+    [Fact]
+    public async Task A_reply_equals_the_template_encoded_and_generated_by_hand()
+    {
+        using var fixture = new ChatModel();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var response = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 12 });
+        response.Text.Should().Be(Independent(fixture.Path, FirstTurn, 12));
+        response.Usage!.InputTokenCount.Should().BeGreaterThan(10);
+        response.Usage.OutputTokenCount.Should().BeInRange(1, 12);
+        response.Usage.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().Be(0);
+        response.FinishReason.Should().NotBeNull();
+    }
+
+    [Fact]
+    public async Task The_next_turn_reads_only_its_new_tokens_and_an_edited_history_rewinds()
+    {
+        using var fixture = new ChatModel();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var first = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 8 });
+        long firstPrompt = first.Usage!.InputTokenCount!.Value;
+        var secondTurn = FirstTurn.Append(new ChatMessage(ChatRole.Assistant, first.Text)).Append(new ChatMessage(ChatRole.User, "and then?")).ToList();
+        var second = await client.GetResponseAsync(secondTurn, new ChatOptions { MaxOutputTokens = 8 });
+        second.Usage!.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().BeGreaterThanOrEqualTo(firstPrompt, "the first prompt is a prefix of the second");
+        second.Text.Should().Be(Independent(fixture.Path, secondTurn, 8), "reusing the cache must not change the reply");
+
+        var edited = new List<ChatMessage> { new(ChatRole.System, "Be brief."), new(ChatRole.User, "hello!") };
+        var third = await client.GetResponseAsync(edited, new ChatOptions { MaxOutputTokens = 8 });
+        third.Usage!.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().BeInRange(1, firstPrompt - 1, "the cache rewinds to the common prefix");
+        third.Text.Should().Be(Independent(fixture.Path, edited, 8));
+    }
+
+    [Fact]
+    public async Task Streaming_gives_the_same_text_and_a_stop_sequence_ends_it_unreturned()
+    {
+        using var fixture = new ChatModel();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var options = new ChatOptions { MaxOutputTokens = 16 };
+        string full = (await client.GetResponseAsync(FirstTurn, options)).Text;
+        var pieces = new List<string>();
+        await foreach (var update in client.GetStreamingResponseAsync(FirstTurn, options)) pieces.Add(update.Text);
+        string.Concat(pieces).Should().Be(full);
+        full.Length.Should().BeGreaterThan(3, "the fixture's greedy reply is long enough to cut");
+        string stop = full.Substring(2, 2);
+        int at = full.IndexOf(stop, StringComparison.Ordinal);
+        var stopped = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 16, StopSequences = [stop] });
+        stopped.Text.Should().Be(full[..at]);
+        stopped.FinishReason.Should().Be(ChatFinishReason.Stop);
+    }
+
+    [Fact]
+    public async Task A_cancelled_request_leaves_the_client_usable()
+    {
+        using var fixture = new ChatModel();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        using var cancel = new CancellationTokenSource();
+        var act = async () =>
+        {
+            await foreach (var _ in client.GetStreamingResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 64 }, cancel.Token))
+                cancel.Cancel();
+        };
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        var after = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 12 });
+        after.Text.Should().Be(Independent(fixture.Path, FirstTurn, 12));
+        client.CachedTokens.Should().BeGreaterThan(0);
+    }
+
+    [Fact]
+    public void Get_service_hands_out_the_model_tokenizer_and_cache()
+    {
+        using var fixture = new ChatModel();
+        using IChatClient client = GqaChatClient.FromPretrained(fixture.Path);
+        client.GetService<DecoderModel>().Should().NotBeNull();
+        client.GetService<HfTokenizer>().Should().NotBeNull();
+        client.GetService<KvCache>()!.Capacity.Should().Be(512, "max_position_embeddings, below the 8192 default cap");
+        client.GetService<ChatClientMetadata>()!.ProviderName.Should().Be("GqaTransformer");
+        client.GetService<string>().Should().BeNull();
+    }
+
+    [Fact]
+    public async Task Bad_requests_are_refused_before_anything_changes()
+    {
+        using var fixture = new ChatModel();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        await FluentActions.Awaiting(() => client.GetResponseAsync([])).Should().ThrowAsync<ArgumentException>().WithMessage("*At least one message*");
+        await FluentActions.Awaiting(() => client.GetResponseAsync(FirstTurn, new ChatOptions { Temperature = -1 })).Should().ThrowAsync<ArgumentException>().WithMessage("*Temperature*");
+        var longChat = new[] { new ChatMessage(ChatRole.User, new string('x', 600)) };
+        await FluentActions.Awaiting(() => client.GetResponseAsync(longChat)).Should().ThrowAsync<ArgumentException>().WithMessage("*larger capacity*");
+        client.CachedTokens.Should().Be(0);
+    }
+}
