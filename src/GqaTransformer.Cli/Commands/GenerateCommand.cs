@@ -26,7 +26,7 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         public string? Prompt { get; init; }
 
         /// <summary>Tokenizer file.</summary>
-        [CommandOption("--tokenizer <FILE>")][Description("tokenizer.model, a .tiktoken file, or a directory with vocab.json + merges.txt.")]
+        [CommandOption("--tokenizer <FILE>")][Description("tokenizer.json, tokenizer.model, a .tiktoken file, or a directory holding one (or vocab.json + merges.txt).")]
         public string? Tokenizer { get; init; }
 
         /// <summary>Prompt token ids.</summary>

@@ -31,6 +31,10 @@ public static class CliApp
             .WithDescription("Continue training a checkpoint (a converted GQA model, say) on a text file; ends with the held-out loss.")),
         new("tokenize", typeof(TokenizeCommand.Settings), c => c.AddCommand<TokenizeCommand>("tokenize")
             .WithDescription("The ids of the text after -- as one JSON array (tokenizer.json, tokenizer.model or .tiktoken).")),
+        new("template", typeof(TemplateCommand.Settings), c => c.AddCommand<TemplateCommand>("template")
+            .WithDescription("Render a model's chat template for a JSON list of messages, exactly, to standard output.")),
+        new("chat", typeof(ChatCommand.Settings), c => c.AddCommand<ChatCommand>("chat")
+            .WithDescription("Chat with a model directory (tokenizer.json and a chat template): replies streamed, /system TEXT, /reset, /exit.")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

@@ -19,6 +19,53 @@ public sealed class ChatTemplate
     /// <summary>The template's source.</summary>
     public string Source { get; }
 
+    /// <summary>The text <c>bos_token</c> renders as when a render does not give one (from <c>tokenizer_config.json</c>).</summary>
+    public string? BosToken { get; init; }
+
+    /// <summary>The text <c>eos_token</c> renders as when a render does not give one.</summary>
+    public string? EosToken { get; init; }
+
+    /// <summary>
+    /// Reads a model directory's template: <c>chat_template.jinja</c> (transformers 5), else <c>chat_template</c> in
+    /// <c>tokenizer_config.json</c> (a string, or the "default" of a list), with that file's <c>bos_token</c> and <c>eos_token</c>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The directory has no chat template, or tokenizer_config.json is not valid JSON.</exception>
+    /// <exception cref="ChatTemplateException">The template does not parse.</exception>
+    public static ChatTemplate FromPretrained(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        string configPath = Path.Combine(directory, "tokenizer_config.json"), jinjaPath = Path.Combine(directory, "chat_template.jinja");
+        string? source = File.Exists(jinjaPath) ? File.ReadAllText(jinjaPath) : null;
+        string? bos = null, eos = null;
+        if (File.Exists(configPath))
+        {
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(configPath), new System.Text.Json.JsonDocumentOptions { MaxDepth = 64 });
+                var root = doc.RootElement;
+                bos = TokenText(root, "bos_token");
+                eos = TokenText(root, "eos_token");
+                if (source is null && root.TryGetProperty("chat_template", out var t))
+                    source = t.ValueKind == System.Text.Json.JsonValueKind.String ? t.GetString()
+                        : t.ValueKind == System.Text.Json.JsonValueKind.Array
+                            ? t.EnumerateArray().Where(e => e.TryGetProperty("name", out var n) && n.GetString() == "default")
+                                .Select(e => e.GetProperty("template").GetString()).FirstOrDefault()
+                        : null;
+            }
+            catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException)
+            {
+                throw new InvalidDataException($"'{configPath}' is not a valid tokenizer_config.json: {e.Message}", e);
+            }
+        }
+        if (source is null) throw new InvalidDataException($"'{directory}' has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json).");
+        return new ChatTemplate(source, JinjaParser.Parse(source)) { BosToken = bos, EosToken = eos };
+
+        static string? TokenText(System.Text.Json.JsonElement root, string name)
+            => !root.TryGetProperty(name, out var v) ? null
+             : v.ValueKind == System.Text.Json.JsonValueKind.String ? v.GetString()
+             : v.ValueKind == System.Text.Json.JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null;
+    }
+
     /// <summary>Parses <paramref name="source"/>.</summary>
     /// <exception cref="ChatTemplateException">The template is not valid Jinja, with the line.</exception>
     public static ChatTemplate Parse(string source)
@@ -33,8 +80,8 @@ public sealed class ChatTemplate
     /// </summary>
     /// <param name="messages">The turns, in order: role ("system", "user", "assistant", ...) and text.</param>
     /// <param name="addGenerationPrompt">Whether to end with the prompt that starts the assistant's reply.</param>
-    /// <param name="bosToken">The tokenizer's beginning-of-sequence text, or null.</param>
-    /// <param name="eosToken">The tokenizer's end-of-sequence text, or null.</param>
+    /// <param name="bosToken">The tokenizer's beginning-of-sequence text; null takes <see cref="BosToken"/>.</param>
+    /// <param name="eosToken">The tokenizer's end-of-sequence text; null takes <see cref="EosToken"/>.</param>
     /// <param name="extra">Further variables; .NET lists, dictionaries, strings, numbers and booleans.</param>
     /// <exception cref="ChatTemplateException">The template raised an error (its own message) or failed to render.</exception>
     public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true, string? bosToken = null,
@@ -47,8 +94,8 @@ public sealed class ChatTemplate
             ["messages"] = list,
             ["add_generation_prompt"] = addGenerationPrompt,
         };
-        if (bosToken is not null) variables["bos_token"] = bosToken;
-        if (eosToken is not null) variables["eos_token"] = eosToken;
+        if ((bosToken ?? BosToken) is { } bos) variables["bos_token"] = bos;
+        if ((eosToken ?? EosToken) is { } eos) variables["eos_token"] = eos;
         return Render(variables);
     }
 

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Text.Json;
 using Microsoft.Extensions.AI;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -74,43 +73,19 @@ public sealed class GqaChatClient : IChatClient
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var tokenizer = HfTokenizer.FromFile(Path.Combine(directory, "tokenizer.json"));
-        var (template, bos, eos) = ReadTemplate(directory);
+        var template = ChatTemplate.FromPretrained(directory);
         var generation = GenerationConfig.FromFile(directory);
         var model = DecoderModel.FromPretrained(directory, dtype ?? ScalarType.Float32, device ?? CPU);
         try
         {
             var defaults = generation?.ToOptions() ?? new GenerationOptions { StopTokenIds = model.Config.EosTokenIds };
-            return new GqaChatClient(model, true, tokenizer, template, bos, eos, defaults, capacity);
+            return new GqaChatClient(model, true, tokenizer, template, template.BosToken, template.EosToken, defaults, capacity);
         }
         catch
         {
             model.Dispose();
             throw;
         }
-    }
-
-    private static (ChatTemplate Template, string? Bos, string? Eos) ReadTemplate(string directory)
-    {
-        string configPath = Path.Combine(directory, "tokenizer_config.json");
-        string? source = File.Exists(Path.Combine(directory, "chat_template.jinja")) ? File.ReadAllText(Path.Combine(directory, "chat_template.jinja")) : null;
-        string? bos = null, eos = null;
-        if (File.Exists(configPath))
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(configPath), new JsonDocumentOptions { MaxDepth = 64 });
-            var root = doc.RootElement;
-            static string? TokenText(JsonElement root, string name)
-                => !root.TryGetProperty(name, out var v) ? null
-                 : v.ValueKind == JsonValueKind.String ? v.GetString()
-                 : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null;
-            bos = TokenText(root, "bos_token");
-            eos = TokenText(root, "eos_token");
-            if (source is null && root.TryGetProperty("chat_template", out var t))
-                source = t.ValueKind == JsonValueKind.String ? t.GetString()
-                    : t.ValueKind == JsonValueKind.Array ? t.EnumerateArray().FirstOrDefault(e => e.GetProperty("name").GetString() == "default").GetProperty("template").GetString()
-                    : null;
-        }
-        if (source is null) throw new InvalidDataException($"'{directory}' has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json).");
-        return (ChatTemplate.Parse(source), bos, eos);
     }
 
     /// <summary>The tokens the cache holds for the conversation so far.</summary>

@@ -13,39 +13,12 @@ namespace GqaTransformer.Tests;
 /// </summary>
 public class GqaChatClientTests
 {
-    private const string Template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-    private sealed class ChatModel : IDisposable
-    {
-        private readonly Fixtures.TempDirectory _directory = new();
-
-        public ChatModel()
-        {
-            foreach (var file in new[] { "config.json", "model.safetensors" })
-                File.Copy(System.IO.Path.Combine(Fixtures.HfTiny("llama_gqa"), file), System.IO.Path.Combine(Path, file));
-            var vocab = Enumerable.Range(0, 256).ToDictionary(b => TokenizerSteps.ByteToChar[b].ToString(), b => b);
-            File.WriteAllText(System.IO.Path.Combine(Path, "tokenizer.json"), JsonSerializer.Serialize(new Dictionary<string, object>
-            {
-                ["added_tokens"] = new[] { new { id = 1, content = "<|im_start|>", special = true }, new { id = 2, content = "<|im_end|>", special = true } },
-                ["pre_tokenizer"] = new { type = "ByteLevel", add_prefix_space = false, use_regex = true },
-                ["decoder"] = new { type = "ByteLevel" },
-                ["model"] = new { type = "BPE", vocab, merges = Array.Empty<string>() },
-            }));
-            File.WriteAllText(System.IO.Path.Combine(Path, "tokenizer_config.json"), JsonSerializer.Serialize(new { chat_template = Template, eos_token = "<|im_end|>" }));
-            File.WriteAllText(System.IO.Path.Combine(Path, "generation_config.json"), """{"eos_token_id": [2]}""");
-        }
-
-        public string Path => _directory.Path;
-
-        public void Dispose() => _directory.Dispose();
-    }
-
     private static readonly ChatMessage[] FirstTurn = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "hello there")];
 
     private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens)
     {
         var tokenizer = HfTokenizer.FromFile(directory);
-        string prompt = ChatTemplate.Parse(Template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
+        string prompt = ChatTemplate.Parse(ChatFixture.Template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
         using var model = DecoderModel.FromPretrained(directory);
         using var generator = new TokenGenerator(model);
         var ids = generator.Generate(tokenizer.Encode(prompt, addSpecialTokens: false), new GenerationOptions { MaxNewTokens = maxTokens, StopTokenIds = [2] });
@@ -55,7 +28,7 @@ public class GqaChatClientTests
     [Fact]
     public async Task A_reply_equals_the_template_encoded_and_generated_by_hand()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using var client = GqaChatClient.FromPretrained(fixture.Path);
         var response = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 12 });
         response.Text.Should().Be(Independent(fixture.Path, FirstTurn, 12));
@@ -68,7 +41,7 @@ public class GqaChatClientTests
     [Fact]
     public async Task The_next_turn_reads_only_its_new_tokens_and_an_edited_history_rewinds()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using var client = GqaChatClient.FromPretrained(fixture.Path);
         var first = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 8 });
         long firstPrompt = first.Usage!.InputTokenCount!.Value;
@@ -86,7 +59,7 @@ public class GqaChatClientTests
     [Fact]
     public async Task Streaming_gives_the_same_text_and_a_stop_sequence_ends_it_unreturned()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using var client = GqaChatClient.FromPretrained(fixture.Path);
         var options = new ChatOptions { MaxOutputTokens = 16 };
         string full = (await client.GetResponseAsync(FirstTurn, options)).Text;
@@ -104,7 +77,7 @@ public class GqaChatClientTests
     [Fact]
     public async Task A_cancelled_request_leaves_the_client_usable()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using var client = GqaChatClient.FromPretrained(fixture.Path);
         using var cancel = new CancellationTokenSource();
         var act = async () =>
@@ -121,7 +94,7 @@ public class GqaChatClientTests
     [Fact]
     public void Get_service_hands_out_the_model_tokenizer_and_cache()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using IChatClient client = GqaChatClient.FromPretrained(fixture.Path);
         client.GetService<DecoderModel>().Should().NotBeNull();
         client.GetService<HfTokenizer>().Should().NotBeNull();
@@ -133,7 +106,7 @@ public class GqaChatClientTests
     [Fact]
     public async Task Bad_requests_are_refused_before_anything_changes()
     {
-        using var fixture = new ChatModel();
+        using var fixture = new ChatFixture();
         using var client = GqaChatClient.FromPretrained(fixture.Path);
         await FluentActions.Awaiting(() => client.GetResponseAsync([])).Should().ThrowAsync<ArgumentException>().WithMessage("*At least one message*");
         await FluentActions.Awaiting(() => client.GetResponseAsync(FirstTurn, new ChatOptions { Temperature = -1 })).Should().ThrowAsync<ArgumentException>().WithMessage("*Temperature*");

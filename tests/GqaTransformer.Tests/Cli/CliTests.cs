@@ -355,4 +355,23 @@ public class CliTests
         Run("tokenize", "--model", directory.Path).Output.Should().Contain("Give the text after --");
         Run("tokenize", "--model", directory.Path, "--special", "--", "ab").ExitCode.Should().Be(2);
     }
+
+    [Fact]
+    public void Template_writes_the_rendered_prompt_exactly_and_a_raising_template_exits_1()
+    {
+        using var fixture = new ChatFixture();
+        string messages = Path.Combine(fixture.Path, "messages.json");
+        File.WriteAllText(messages, """[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "héllo\n  there"}]""");
+        var (code, stdout, stderr) = RunSplit(40, "template", "--model", fixture.Path, "--messages", messages, "--add-generation-prompt");
+        code.Should().Be(0, stderr);
+        stdout.Should().Be(ChatTemplate.Parse(ChatFixture.Template).Render([("system", "Be brief."), ("user", "héllo\n  there")], addGenerationPrompt: true),
+            "exactly the render: no wrapping at the console's width, no newline added");
+        RunSplit(40, "template", "--model", fixture.Path, "--messages", messages).Stdout.Should().NotEndWith("assistant\n");
+
+        using var raising = new ChatFixture("{{ raise_exception('Only user turns, please.') }}");
+        var (raisedCode, _, raisedErr) = RunSplit(80, "template", "--model", raising.Path, "--messages", messages);
+        raisedCode.Should().Be(1);
+        raisedErr.Should().Contain("Only user turns, please.");
+        Run("template", "--model", fixture.Path, "--messages", Path.Combine(fixture.Path, "missing.json")).Output.Should().Contain("does not exist");
+    }
 }
