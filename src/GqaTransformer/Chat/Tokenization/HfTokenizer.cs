@@ -17,7 +17,7 @@ public sealed class HfTokenizer : Tokenizer
     private const long MaxFileBytes = 512L * 1024 * 1024;
     private readonly BpeModel _model;
     private readonly Func<string, string> _normalize;
-    private readonly Func<List<string>, bool, List<string>> _preTokenize;
+    private readonly Func<IEnumerable<string>, bool, IEnumerable<string>> _preTokenize;
     private readonly Func<List<string>, List<string>> _decode;
     private readonly Dictionary<string, AddedToken> _added = new(StringComparer.Ordinal);
     private readonly Dictionary<int, string> _idToToken = [];
@@ -58,7 +58,7 @@ public sealed class HfTokenizer : Tokenizer
                 _idToToken[token.Id] = token.Content;
                 alternatives.Add((Flag(added, "lstrip") ? @"\s*" : "") + "(?<t>" + Regex.Escape(token.Content) + ")" + (Flag(added, "rstrip") ? @"\s*" : ""));
             }
-        if (alternatives.Count > 0) _addedPattern = new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant);
+        if (alternatives.Count > 0) _addedPattern = new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant | RegexOptions.Compiled);
 
         _normalize = TokenizerSteps.Normalizer(Property(root, "normalizer"));
         _preTokenize = TokenizerSteps.PreTokenizer(Property(root, "pre_tokenizer"));
@@ -102,7 +102,7 @@ public sealed class HfTokenizer : Tokenizer
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var ids = new List<int>();
+        var ids = new List<int>(text.Length / 4 + 8);
         if (addSpecialTokens) ids.AddRange(_prefixIds);
         foreach (var (segment, start, added) in Segments(text))
         {

@@ -72,8 +72,8 @@ internal static class TokenizerSteps
         return s.Normalize(form);
     }
 
-    /// <summary>A pre-tokenizer: splits each piece of the list further; the flag says whether the list starts the text.</summary>
-    public static Func<List<string>, bool, List<string>> PreTokenizer(JsonElement json)
+    /// <summary>A pre-tokenizer: splits each piece further, lazily; the flag says whether the pieces start the text.</summary>
+    public static Func<IEnumerable<string>, bool, IEnumerable<string>> PreTokenizer(JsonElement json)
     {
         if (json.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined) return (pieces, _) => pieces;
         string type = Type(json, "pre_tokenizer");
@@ -82,20 +82,22 @@ internal static class TokenizerSteps
             case "ByteLevel":
             {
                 bool prefix = Bool(json, "add_prefix_space", false), useRegex = Bool(json, "use_regex", true);
-                var regex = new Regex(Gpt2Pattern, RegexOptions.CultureInvariant, RegexTimeout);
+                var regex = new Regex(Gpt2Pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
                 return (pieces, _) => pieces.SelectMany(piece =>
                 {
                     if (prefix && !piece.StartsWith(' ')) piece = " " + piece;
-                    var parts = useRegex ? regex.Matches(piece).Select(m => m.Value) : [piece];
-                    return parts.Select(ToByteChars);
-                }).ToList();
+                    if (!useRegex) return [ToByteChars(piece)];
+                    var parts = new List<string>();
+                    foreach (var m in regex.EnumerateMatches(piece)) parts.Add(ToByteChars(piece.Substring(m.Index, m.Length)));
+                    return parts;
+                });
             }
             case "Split":
             {
                 var regex = Pattern(json.GetProperty("pattern"));
                 string behavior = Str(json, "behavior");
                 bool invert = Bool(json, "invert", false);
-                return (pieces, _) => pieces.SelectMany(piece => Split(piece, regex, behavior, invert)).ToList();
+                return (pieces, _) => pieces.SelectMany(piece => Split(piece, regex, behavior, invert));
             }
             case "Metaspace":
             {
@@ -107,12 +109,12 @@ internal static class TokenizerSteps
                     piece = piece.Replace(" ", replacement, StringComparison.Ordinal);
                     if ((scheme == "always" || scheme == "first" && index == 0 && atStart) && !piece.StartsWith(replacement, StringComparison.Ordinal)) piece = replacement + piece;
                     return split ? SplitBefore(piece, replacement) : [piece];
-                }).ToList();
+                });
             }
             case "Digits":
             {
-                var regex = new Regex(Bool(json, "individual_digits", false) ? @"\p{Nd}" : @"\p{Nd}+", RegexOptions.CultureInvariant, RegexTimeout);
-                return (pieces, _) => pieces.SelectMany(piece => Split(piece, regex, "Isolated", false)).ToList();
+                var regex = new Regex(Bool(json, "individual_digits", false) ? @"\p{Nd}" : @"\p{Nd}+", RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+                return (pieces, _) => pieces.SelectMany(piece => Split(piece, regex, "Isolated", false));
             }
             case "Sequence":
             {
@@ -126,10 +128,12 @@ internal static class TokenizerSteps
 
     public static string ToByteChars(string s)
     {
+        if (System.Text.Ascii.IsValid(s))                                         // one byte per character
+            return s.AsSpan().ContainsAnyExceptInRange('!', '~')
+                ? string.Create(s.Length, s, static (chars, src) => { for (int i = 0; i < src.Length; i++) chars[i] = ByteToChar[src[i]]; })
+                : s;                                                              // printable ASCII maps to itself
         var bytes = Encoding.UTF8.GetBytes(s);
-        var chars = new char[bytes.Length];
-        for (int i = 0; i < bytes.Length; i++) chars[i] = ByteToChar[bytes[i]];
-        return new string(chars);
+        return string.Create(bytes.Length, bytes, static (chars, b) => { for (int i = 0; i < b.Length; i++) chars[i] = ByteToChar[b[i]]; });
     }
 
     private static IEnumerable<string> SplitBefore(string s, string delimiter)
@@ -148,11 +152,11 @@ internal static class TokenizerSteps
         // (text, isMatch) runs covering s; with invert, the matches are the gaps and the gaps the matches.
         var runs = new List<(string Text, bool Match)>();
         int at = 0;
-        foreach (Match m in regex.Matches(s))
+        foreach (var m in regex.EnumerateMatches(s))
         {
             if (m.Length == 0) continue;
             if (m.Index > at) runs.Add((s[at..m.Index], invert));
-            runs.Add((m.Value, !invert));
+            runs.Add((s.Substring(m.Index, m.Length), !invert));
             at = m.Index + m.Length;
         }
         if (at < s.Length) runs.Add((s[at..], invert));
@@ -319,12 +323,12 @@ internal static class TokenizerSteps
 
     private static Regex Pattern(JsonElement pattern)
     {
-        if (pattern.TryGetProperty("String", out var literal)) return new Regex(Regex.Escape(literal.GetString() ?? ""), RegexOptions.CultureInvariant, RegexTimeout);
+        if (pattern.TryGetProperty("String", out var literal)) return new Regex(Regex.Escape(literal.GetString() ?? ""), RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
         if (pattern.TryGetProperty("Regex", out var regex))
         {
             try
             {
-                return new Regex(regex.GetString() ?? "", RegexOptions.CultureInvariant, RegexTimeout);
+                return new Regex(regex.GetString() ?? "", RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
             }
             catch (ArgumentException e)
             {
