@@ -91,6 +91,21 @@ public sealed class GqaChatClient : IChatClient
     /// <summary>The tokens the cache holds for the conversation so far.</summary>
     public int CachedTokens => _cached.Count;
 
+    /// <summary>Forgets the cached conversation (waits for a running request); the next request reads its whole prompt.</summary>
+    public void Reset()
+    {
+        _gate.Wait();
+        try
+        {
+            _cache.Reset();
+            _cached.Clear();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {

@@ -89,6 +89,9 @@ public class GqaChatClientTests
         var after = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 12 });
         after.Text.Should().Be(Independent(fixture.Path, FirstTurn, 12));
         client.CachedTokens.Should().BeGreaterThan(0);
+        client.Reset();
+        client.CachedTokens.Should().Be(0);
+        (await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 12 })).Usage!.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().Be(0);
     }
 
     [Fact]
