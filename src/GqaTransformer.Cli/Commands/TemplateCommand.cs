@@ -45,8 +45,8 @@ public sealed class TemplateCommand(IAnsiConsole console, ErrorConsole errors) :
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(settings.Messages!), new JsonDocumentOptions { MaxDepth = 64 });
             variables = doc.RootElement.ValueKind == JsonValueKind.Array
-                ? new Dictionary<string, object?> { ["messages"] = FromJson(doc.RootElement) }
-                : doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => FromJson(p.Value));
+                ? new Dictionary<string, object?> { ["messages"] = doc.RootElement.Clone() }
+                : doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone());
         }
         catch (JsonException e)
         {
@@ -71,15 +71,4 @@ public sealed class TemplateCommand(IAnsiConsole console, ErrorConsole errors) :
         return 0;
     }
 
-    /// <summary>JSON as the template's values: objects in their order, lists, strings, integers, floats, booleans, null.</summary>
-    private static object? FromJson(JsonElement e) => e.ValueKind switch
-    {
-        JsonValueKind.Object => new OrderedDictionary<string, object?>(e.EnumerateObject().Select(p => KeyValuePair.Create(p.Name, FromJson(p.Value)))),
-        JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
-        JsonValueKind.String => e.GetString(),
-        JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
-        JsonValueKind.True => true,
-        JsonValueKind.False => false,
-        _ => null,
-    };
 }

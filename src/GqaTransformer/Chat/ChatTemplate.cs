@@ -99,7 +99,7 @@ public sealed class ChatTemplate
         return Render(variables);
     }
 
-    /// <summary>Renders with exactly these variables (.NET lists, dictionaries, strings, numbers, booleans and null).</summary>
+    /// <summary>Renders with exactly these variables: .NET lists, dictionaries, strings, numbers, booleans and null, or <c>JsonElement</c>s.</summary>
     /// <exception cref="ChatTemplateException">The template raised an error (its own message) or failed to render.</exception>
     public string Render(IReadOnlyDictionary<string, object?> variables)
     {

@@ -35,12 +35,12 @@ public class ChatTemplateTests
         var conversation = doc.RootElement.GetProperty("conversations").GetProperty(c.GetProperty("conversation").GetString()!);
         var variables = new Dictionary<string, object?>
         {
-            ["messages"] = FromJson(conversation),
+            ["messages"] = conversation,
             ["add_generation_prompt"] = c.GetProperty("add_generation_prompt").GetBoolean(),
             ["bos_token"] = "<s>",
             ["eos_token"] = "</s>",
         };
-        if (c.GetProperty("tools").ValueKind != JsonValueKind.Null) variables["tools"] = FromJson(c.GetProperty("tools"));
+        if (c.GetProperty("tools").ValueKind != JsonValueKind.Null) variables["tools"] = c.GetProperty("tools");
         string because = $"{file}, {c.GetProperty("conversation").GetString()}, generation prompt {c.GetProperty("add_generation_prompt").GetBoolean()}";
         if (c.TryGetProperty("error", out var error))
         {
@@ -51,17 +51,6 @@ public class ChatTemplateTests
             template.Render(variables).Should().Be(c.GetProperty("output").GetString(), because);
     }
 
-    private static object? FromJson(JsonElement e) => e.ValueKind switch
-    {
-        JsonValueKind.Object => e.EnumerateObject().Select(p => KeyValuePair.Create(p.Name, FromJson(p.Value))).ToList()
-            is var pairs ? new OrderedDictionary<string, object?>(pairs) : null,
-        JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
-        JsonValueKind.String => e.GetString(),
-        JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
-        JsonValueKind.True => true,
-        JsonValueKind.False => false,
-        _ => null,
-    };
 
     [Theory]
     [InlineData("{{ true }} {{ false }} {{ none }}", "True False None")]

@@ -226,10 +226,23 @@ internal static class JinjaValues
     /// <summary>A string's characters as Python counts them: code points, so an emoji is one, not two UTF-16 halves.</summary>
     public static List<object?> CodePoints(string s) => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
 
+    /// <summary>JSON as template values: objects in their order, lists, strings, integers, floats, booleans, null.</summary>
+    public static object? FromJson(System.Text.Json.JsonElement e) => e.ValueKind switch
+    {
+        System.Text.Json.JsonValueKind.Object => new OrderedDictionary<string, object?>(e.EnumerateObject().Select(p => KeyValuePair.Create(p.Name, FromJson(p.Value)))),
+        System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
+        System.Text.Json.JsonValueKind.String => e.GetString(),
+        System.Text.Json.JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
+        System.Text.Json.JsonValueKind.True => true,
+        System.Text.Json.JsonValueKind.False => false,
+        _ => null,
+    };
+
     /// <summary>Converts a .NET value (from the caller's variables) to the template's: lists, ordered dicts, longs and doubles.</summary>
     public static object? FromClr(object? value) => value switch
     {
         null or string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable => value,
+        System.Text.Json.JsonElement json => FromJson(json),
         int i => (long)i,
         float f => (double)f,
         decimal m => (double)m,
