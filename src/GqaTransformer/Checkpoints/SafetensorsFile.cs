@@ -24,9 +24,9 @@ public sealed class SafetensorsFile : IDisposable
     /// <summary>Largest header the format allows (100 MB).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
-    private readonly FileStream _stream;
+    private readonly Stream _stream;
 
-    private SafetensorsFile(string path, FileStream stream, Dictionary<string, SafetensorsEntry> entries, Dictionary<string, string> metadata)
+    private SafetensorsFile(string path, Stream stream, Dictionary<string, SafetensorsEntry> entries, Dictionary<string, string> metadata)
     {
         Path = path;
         _stream = stream;
@@ -51,11 +51,16 @@ public sealed class SafetensorsFile : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path))
             throw new FileNotFoundException($"Safetensors file '{path}' does not exist.", path);
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return FromStream(path, new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16));
+    }
+
+    /// <summary>Reads the safetensors bytes of a seekable <paramref name="stream"/>, which the result owns (disposed here on failure).</summary>
+    internal static SafetensorsFile FromStream(string name, Stream stream)
+    {
         try
         {
-            var (entries, metadata) = ReadHeader(path, stream);
-            return new SafetensorsFile(path, stream, entries, metadata);
+            var (entries, metadata) = ReadHeader(name, stream);
+            return new SafetensorsFile(name, stream, entries, metadata);
         }
         catch
         {
@@ -155,7 +160,7 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
-    private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ReadHeader(string path, FileStream stream)
+    private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ReadHeader(string path, Stream stream)
     {
         long fileLength = stream.Length;
         if (fileLength < 8)
@@ -181,6 +186,7 @@ public sealed class SafetensorsFile : IDisposable
             throw new InvalidDataException($"The header of '{path}' is not valid JSON: {e.Message}", e);
         }
         using (document)
+        try
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"The header of '{path}' must be a JSON object.");
@@ -198,6 +204,10 @@ public sealed class SafetensorsFile : IDisposable
                 entries[property.Name] = ParseEntry(path, property, dataStart, dataLength);
             }
             return (entries, metadata);
+        }
+        catch (InvalidOperationException e)     // text that is not UTF-8, read as a name or string
+        {
+            throw new InvalidDataException($"The header of '{path}' holds text that is not valid UTF-8: {e.Message}", e);
         }
     }
 

@@ -41,6 +41,20 @@ public sealed partial record DecoderConfig
     public static DecoderConfig FromJson(string json)
     {
         ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            return Parse(json);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or InvalidCastException or KeyNotFoundException
+                                      or ArgumentException and not ArgumentOutOfRangeException)
+        {
+            // A value of the wrong JSON kind, a duplicate key, text that is not UTF-8: the file's fault, said as such.
+            throw new InvalidDataException($"config.json holds a value this library cannot read: {e.Message}", e);
+        }
+    }
+
+    private static DecoderConfig Parse(string json)
+    {
         JsonObject root;
         try
         {

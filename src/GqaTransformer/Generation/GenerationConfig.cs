@@ -51,14 +51,20 @@ public sealed record GenerationConfig
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"'{path}' does not exist.", path);
         if (info.Length > 1 << 20) throw new InvalidDataException($"'{path}' is {info.Length} bytes; a generation_config.json over 1 MiB is refused.");
+        return FromJson(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Parses the text of a generation_config.json.</summary>
+    internal static GenerationConfig FromJson(string json, string name = "generation_config.json")
+    {
         try
         {
-            return JsonSerializer.Deserialize<GenerationConfig>(File.ReadAllText(path), new JsonSerializerOptions { MaxDepth = 16 })
-                   ?? throw new InvalidDataException($"'{path}' holds null.");
+            return JsonSerializer.Deserialize<GenerationConfig>(json, new JsonSerializerOptions { MaxDepth = 16 })
+                   ?? throw new InvalidDataException($"'{name}' holds null.");
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"'{path}' is not a valid generation_config.json: {e.Message}", e);
+            throw new InvalidDataException($"'{name}' is not a valid generation_config.json: {e.Message}", e);
         }
     }
 

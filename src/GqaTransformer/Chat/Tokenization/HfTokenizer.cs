@@ -58,12 +58,15 @@ public sealed class HfTokenizer : Tokenizer
                 _idToToken[token.Id] = token.Content;
                 alternatives.Add((Flag(added, "lstrip") ? @"\s*" : "") + "(?<t>" + Regex.Escape(token.Content) + ")" + (Flag(added, "rstrip") ? @"\s*" : ""));
             }
-        if (alternatives.Count > 0) _addedPattern = new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant | RegexOptions.Compiled);
+        if (alternatives.Count > 0) _addedPattern = new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant); // matched once per call: interpreted is fine
 
         _normalize = TokenizerSteps.Normalizer(Property(root, "normalizer"));
         _preTokenize = TokenizerSteps.PreTokenizer(Property(root, "pre_tokenizer"));
         _decode = TokenizerSteps.Decoder(Property(root, "decoder"));
         (_prefixIds, _suffixIds) = Template(Property(root, "post_processor"));
+        foreach (int id in _prefixIds.Concat(_suffixIds))
+            if (!_idToToken.ContainsKey(id))
+                throw new InvalidDataException($"tokenizer.json's post_processor adds id {id}, which is neither in the vocabulary nor an added token.");
     }
 
     /// <summary>Loads <c>tokenizer.json</c> from a file, or from a model directory that holds one.</summary>
@@ -77,15 +80,20 @@ public sealed class HfTokenizer : Tokenizer
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
         if (info.Length > MaxFileBytes) throw new InvalidDataException($"'{path}' is {info.Length} bytes; a tokenizer.json over {MaxFileBytes} bytes is refused.");
+        return FromJson(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Parses the text of a tokenizer.json (what <see cref="FromFile"/> does after its size check).</summary>
+    internal static HfTokenizer FromJson(string json, string name = "tokenizer.json")
+    {
         try
         {
-            using var stream = info.OpenRead();
-            using var doc = JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 64 });
+            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 64 });
             return new HfTokenizer(doc.RootElement);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
         {
-            throw new InvalidDataException($"'{path}' is not a valid tokenizer.json: {e.Message}", e);
+            throw new InvalidDataException($"'{name}' is not a valid tokenizer.json: {e.Message}", e);
         }
     }
 

@@ -12,6 +12,19 @@ namespace GqaTransformer;
 internal static class TokenizerSteps
 {
     private static readonly TimeSpan RegexTimeout = TimeSpan.FromSeconds(2);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> Compiled = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A compiled regex, built once per pattern: compiling costs milliseconds, and tokenizers share a handful of
+    /// patterns. Past 64 patterns (a process loading many odd files) new ones are compiled each time, not kept.
+    /// </summary>
+    private static Regex Compile(string pattern)
+    {
+        if (Compiled.TryGetValue(pattern, out var regex)) return regex;
+        regex = new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+        if (Compiled.Count < 64) Compiled.TryAdd(pattern, regex);
+        return regex;
+    }
 
     /// <summary>GPT-2's map from bytes to printable characters, and back.</summary>
     public static readonly char[] ByteToChar = BuildByteMap();
@@ -82,7 +95,7 @@ internal static class TokenizerSteps
             case "ByteLevel":
             {
                 bool prefix = Bool(json, "add_prefix_space", false), useRegex = Bool(json, "use_regex", true);
-                var regex = new Regex(Gpt2Pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+                var regex = Compile(Gpt2Pattern);
                 return (pieces, _) => pieces.SelectMany(piece =>
                 {
                     if (prefix && !piece.StartsWith(' ')) piece = " " + piece;
@@ -113,7 +126,7 @@ internal static class TokenizerSteps
             }
             case "Digits":
             {
-                var regex = new Regex(Bool(json, "individual_digits", false) ? @"\p{Nd}" : @"\p{Nd}+", RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+                var regex = Compile(Bool(json, "individual_digits", false) ? @"\p{Nd}" : @"\p{Nd}+");
                 return (pieces, _) => pieces.SelectMany(piece => Split(piece, regex, "Isolated", false));
             }
             case "Sequence":
@@ -323,12 +336,12 @@ internal static class TokenizerSteps
 
     private static Regex Pattern(JsonElement pattern)
     {
-        if (pattern.TryGetProperty("String", out var literal)) return new Regex(Regex.Escape(literal.GetString() ?? ""), RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+        if (pattern.TryGetProperty("String", out var literal)) return Compile(Regex.Escape(literal.GetString() ?? ""));
         if (pattern.TryGetProperty("Regex", out var regex))
         {
             try
             {
-                return new Regex(regex.GetString() ?? "", RegexOptions.CultureInvariant | RegexOptions.Compiled, RegexTimeout);
+                return Compile(regex.GetString() ?? "");
             }
             catch (ArgumentException e)
             {

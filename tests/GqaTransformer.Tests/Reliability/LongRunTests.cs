@@ -1,0 +1,108 @@
+using FluentAssertions;
+using GqaTransformer;
+using Microsoft.Extensions.AI;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace GqaTransformer.Tests;
+
+/// <summary>
+/// Long runs must not grow native or managed memory: decode steps, load/dispose cycles, a cache reset and reused, chat
+/// turns. Short by default; GQA_LONG_RUN=1 runs the full counts of docs/reliability.md (10,000 steps, 200 cycles,
+/// 1,000 resets, 1,000 chat turns), as .ci/run does. They run alone: resident memory is the process's.
+/// </summary>
+[Collection(nameof(ThreadHostileTests))]
+public class LongRunTests
+{
+    private static readonly bool Long = Environment.GetEnvironmentVariable("GQA_LONG_RUN") == "1";
+
+    private static long ResidentBytes()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        throw new InvalidOperationException("no VmRSS in /proc/self/status");
+    }
+
+    /// <summary>
+    /// Growth allowed after warm-up: 1% of the process, and at least 8 MiB, the native allocator's settling that
+    /// docs/reliability.md measured (it levels off; a leak of a tensor a step or a model a cycle does not).
+    /// </summary>
+    private static long Allowed(long baseline) => Math.Max(baseline / 100, 8L << 20);
+
+    [Fact]
+    public void Decode_steps_with_a_reused_cache_keep_tensors_and_memory_flat()
+    {
+        int steps = Long ? 10_000 : 1_500, perSession = 250;
+        using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
+        using var cache = model.CreateCache(1, perSession + 8);
+        long tensorsAtWarmUp = 0, rssAtWarmUp = 0;
+        int done = 0, resets = 0;
+        while (done < steps)
+        {
+            cache.Reset();
+            resets++;
+            using var session = new GenerationSession(model, 1, perSession + 8, cache);
+            using (NewDisposeScope())
+            {
+                long next = session.Prefill([[5, 9, 13, 2]]).argmax(-1).item<long>();
+                for (int i = 0; i < perSession && done < steps; i++, done++)
+                {
+                    using var scope = NewDisposeScope();
+                    next = session.DecodeStep([next]).argmax(-1).item<long>();
+                }
+            }
+            if (done >= steps * 3 / 10 && rssAtWarmUp == 0)
+            {
+                tensorsAtWarmUp = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+                rssAtWarmUp = ResidentBytes();
+            }
+        }
+        DisposeScopeManager.Statistics.ThreadTotalLiveCount.Should().Be(tensorsAtWarmUp, $"after {steps} steps and {resets} cache resets");
+        (ResidentBytes() - rssAtWarmUp).Should().BeLessThan(Allowed(rssAtWarmUp), $"resident memory after {steps} steps");
+    }
+
+    [Fact]
+    public void Load_and_dispose_cycles_give_their_memory_back()
+    {
+        int cycles = Long ? 200 : 30;
+        long tensorsAtWarmUp = 0, rssAtWarmUp = 0;
+        for (int cycle = 0; cycle < cycles; cycle++)
+        {
+            using (var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa")))
+            using (NewDisposeScope())
+                model.forward(tensor(new long[] { 5, 9, 13 }).view(1, 3));
+            if (cycle == cycles * 3 / 10)
+            {
+                tensorsAtWarmUp = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+                rssAtWarmUp = ResidentBytes();
+            }
+        }
+        DisposeScopeManager.Statistics.ThreadTotalLiveCount.Should().Be(tensorsAtWarmUp);
+        (ResidentBytes() - rssAtWarmUp).Should().BeLessThan(Allowed(rssAtWarmUp), $"resident memory after {cycles} load/dispose cycles");
+    }
+
+    [Fact]
+    public async Task Chat_turns_keep_memory_flat()
+    {
+        int turns = Long ? 1_000 : 120;
+        using var fixture = new ChatFixture();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var options = new ChatOptions { MaxOutputTokens = 4 };
+        var chat = new List<ChatMessage>();
+        long rssAtWarmUp = 0;
+        for (int turn = 0; turn < turns; turn++)
+        {
+            if (turn % 6 == 0) chat.Clear();                    // a new conversation now and then: rewinds the cache
+            chat.Add(new ChatMessage(ChatRole.User, $"turn {turn}"));
+            var reply = await client.GetResponseAsync(chat, options);
+            chat.Add(new ChatMessage(ChatRole.Assistant, reply.Text));
+            if (turn == turns * 3 / 10) rssAtWarmUp = ResidentBytes();
+        }
+        (ResidentBytes() - rssAtWarmUp).Should().BeLessThan(Allowed(rssAtWarmUp), $"resident memory after {turns} chat turns");
+    }
+}
