@@ -36,6 +36,9 @@ internal static class PretrainedCheckpoint
                 {
                     var (file, _) = sources[name];
                     using var loaded = file.Read(name, dtype);
+                    using (var finite = isfinite(loaded).all())   // a NaN or Inf weight would poison every logit and the cache
+                        if (!finite.item<bool>())
+                            throw new InvalidDataException($"Tensor '{name}' in '{directory}' holds NaN or infinite values; the checkpoint is corrupt.");
                     target.copy_(loaded);
                 }
             if (device.type != DeviceType.CPU) model.to(device);

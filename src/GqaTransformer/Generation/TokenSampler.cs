@@ -30,6 +30,8 @@ public sealed class TokenSampler : IDisposable
     {
         Guard.Rank(logits, 2, nameof(logits), "[batch, vocab]");
         using var scope = NewDisposeScope();
+        if (!isfinite(logits).all().item<bool>())
+            throw new NonFiniteLogitsException();
         bool penalise = _options.RepetitionPenalty != 1.0 && seen is not null;
         if (!_options.IsSampling && !penalise)
             return logits.argmax(-1).to(CPU).data<long>().ToArray();  // float32 and bf16 share their argmax (the widening is exact)
@@ -76,4 +78,24 @@ public sealed class TokenSampler : IDisposable
 
     /// <summary>Releases the random generator.</summary>
     public void Dispose() => _random?.Dispose();
+}
+
+/// <summary>
+/// The model produced NaN or infinite logits: a weight or an input holds NaN/Inf, or half precision overflowed. The
+/// tokens read in that forward are in the cache with non-finite keys or values; reset or rewind it before reusing it.
+/// </summary>
+public sealed class NonFiniteLogitsException : InvalidOperationException
+{
+    /// <summary>Creates the exception with the standard explanation.</summary>
+    public NonFiniteLogitsException()
+        : base("The model produced NaN or infinite logits: a weight or an input holds NaN/Inf, or half precision overflowed. "
+               + "The tokens of that step are in the KV cache; reset or rewind the cache before using it again.")
+    {
+    }
+
+    /// <summary>Creates the exception with a message.</summary>
+    public NonFiniteLogitsException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with a message and a cause.</summary>
+    public NonFiniteLogitsException(string message, Exception innerException) : base(message, innerException) { }
 }
