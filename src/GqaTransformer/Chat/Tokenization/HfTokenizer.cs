@@ -111,14 +111,7 @@ public sealed class HfTokenizer : Tokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>(text.Length / 4 + 8);
-        if (addSpecialTokens) ids.AddRange(_prefixIds);
-        foreach (var (segment, start, added) in Segments(text))
-        {
-            if (added is not null) { ids.Add(added.Id); continue; }
-            foreach (var piece in _preTokenize([_normalize(segment)], start == 0))
-                ids.AddRange(_model.Tokenize(piece));
-        }
-        if (addSpecialTokens) ids.AddRange(_suffixIds);
+        foreach (var (pieceIds, _) in Pieces(text, addSpecialTokens)) ids.AddRange(pieceIds);
         return ids;
     }
 
@@ -162,17 +155,26 @@ public sealed class HfTokenizer : Tokenizer
     {
         string input = text ?? textSpan.ToString();
         var tokens = new List<EncodedToken>();
-        void AddIds(IEnumerable<int> ids, Range at) { foreach (int id in ids) tokens.Add(new EncodedToken(id, _idToToken[id], at)); }
-        AddIds(_prefixIds, 0..0);
-        foreach (var (segment, start, added) in Segments(input))
-        {
-            var at = start..(start + segment.Length);
-            if (added is not null) { AddIds([added.Id], at); continue; }
-            foreach (var piece in _preTokenize([_normalize(segment)], start == 0)) AddIds(_model.Tokenize(piece), at);
-        }
-        AddIds(_suffixIds, input.Length..input.Length);
+        foreach (var (ids, at) in Pieces(input, addSpecialTokens: true))
+            foreach (int id in ids) tokens.Add(new EncodedToken(id, _idToToken[id], at));
         if (settings.MaxTokenCount > 0 && tokens.Count > settings.MaxTokenCount) tokens.RemoveRange(settings.MaxTokenCount, tokens.Count - settings.MaxTokenCount);
         return new EncodeResults<EncodedToken> { Tokens = tokens, NormalizedText = null, CharsConsumed = input.Length };
+    }
+
+    /// <summary>
+    /// The encoding as groups of ids, each with the span of text it came from: the post-processor's prefix (at 0..0), each
+    /// added token, each pre-token's merged ids, the post-processor's suffix (at the end).
+    /// </summary>
+    private IEnumerable<(int[] Ids, Range At)> Pieces(string text, bool addSpecialTokens)
+    {
+        if (addSpecialTokens && _prefixIds.Length > 0) yield return (_prefixIds, 0..0);
+        foreach (var (segment, start, added) in Segments(text))
+        {
+            var at = start..(start + segment.Length);
+            if (added is not null) { yield return ([added.Id], at); continue; }
+            foreach (var piece in _preTokenize([_normalize(segment)], start == 0)) yield return (_model.Tokenize(piece), at);
+        }
+        if (addSpecialTokens && _suffixIds.Length > 0) yield return (_suffixIds, text.Length..text.Length);
     }
 
     /// <summary>The text cut at added tokens: plain segments (added = null) and the added tokens, with their offsets.</summary>

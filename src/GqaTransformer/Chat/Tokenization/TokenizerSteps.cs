@@ -52,14 +52,16 @@ internal static class TokenizerSteps
             "NFKC" => s => Unicode(s, NormalizationForm.FormKC),
             "NFKD" => s => Unicode(s, NormalizationForm.FormKD),
             "Lowercase" => s => s.ToLowerInvariant(),
-            "Prepend" => Str(json, "prepend") is var prefix ? s => s.Length == 0 ? s : prefix + s : null!,
+            "Prepend" => Prepend(Str(json, "prepend")),
             "Replace" => Replacer(json),
-            "Strip" => (Bool(json, "left", true), Bool(json, "right", true)) is var (left, right)
-                ? s => right ? (left ? s.Trim() : s.TrimEnd()) : left ? s.TrimStart() : s : null!,
-            "Sequence" => json.GetProperty("normalizers").EnumerateArray().Select(Normalizer).ToList() is var steps
-                ? s => steps.Aggregate(s, (x, step) => step(x)) : null!,
+            "Strip" => Strip(Bool(json, "left", true), Bool(json, "right", true)),
+            "Sequence" => Chain(json.GetProperty("normalizers").EnumerateArray().Select(Normalizer).ToList()),
             _ => throw Unsupported("normalizer", type),
         };
+
+        static Func<string, string> Prepend(string prefix) => s => s.Length == 0 ? s : prefix + s;
+        static Func<string, string> Strip(bool left, bool right) => s => right ? (left ? s.Trim() : s.TrimEnd()) : left ? s.TrimStart() : s;
+        static Func<string, string> Chain(List<Func<string, string>> steps) => s => steps.Aggregate(s, (x, step) => step(x));
     }
 
     /// <summary>Whether this process can normalize Unicode (it cannot in .NET's globalization-invariant mode, which has no ICU).</summary>
@@ -115,7 +117,7 @@ internal static class TokenizerSteps
             case "Metaspace":
             {
                 string replacement = Str(json, "replacement");
-                string scheme = json.TryGetProperty("prepend_scheme", out var p) ? p.GetString()! : Bool(json, "add_prefix_space", true) ? "always" : "never";
+                string scheme = PrependScheme(json);
                 bool split = Bool(json, "split", true);
                 return (pieces, atStart) => pieces.SelectMany((piece, index) =>
                 {
@@ -234,7 +236,7 @@ internal static class TokenizerSteps
             case "Metaspace":
             {
                 string replacement = Str(json, "replacement");
-                string scheme = json.TryGetProperty("prepend_scheme", out var p) ? p.GetString()! : Bool(json, "add_prefix_space", true) ? "always" : "never";
+                string scheme = PrependScheme(json);
                 return tokens => tokens.Select((t, i) =>
                 {
                     t = t.Replace(replacement, " ", StringComparison.Ordinal);
@@ -293,23 +295,10 @@ internal static class TokenizerSteps
         void Flush()
         {
             if (bytes.Count == 0) return;
-            string decoded = Encoding.UTF8.GetString(bytes.ToArray());
+            var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes);
             // HF: bytes that are not valid UTF-8 become one U+FFFD each.
-            result.Add(decoded.Contains('\uFFFD', StringComparison.Ordinal) && !IsValidUtf8(bytes) ? new string('\uFFFD', bytes.Count) : decoded);
+            result.Add(System.Text.Unicode.Utf8.IsValid(span) ? Encoding.UTF8.GetString(span) : new string('\uFFFD', bytes.Count));
             bytes.Clear();
-        }
-    }
-
-    private static bool IsValidUtf8(List<byte> bytes)
-    {
-        try
-        {
-            new UTF8Encoding(false, true).GetString(bytes.ToArray());
-            return true;
-        }
-        catch (DecoderFallbackException)
-        {
-            return false;
         }
     }
 
@@ -350,6 +339,10 @@ internal static class TokenizerSteps
         }
         throw new InvalidDataException("tokenizer.json holds a pattern that is neither String nor Regex.");
     }
+
+    /// <summary>Metaspace's prepend_scheme (always, first or never); older files say add_prefix_space instead.</summary>
+    private static string PrependScheme(JsonElement json)
+        => json.TryGetProperty("prepend_scheme", out var p) ? p.GetString()! : Bool(json, "add_prefix_space", true) ? "always" : "never";
 
     private static string Type(JsonElement json, string what)
         => json.ValueKind == JsonValueKind.Object && json.TryGetProperty("type", out var t) && t.GetString() is { } type ? type
