@@ -191,7 +191,8 @@ public sealed class GqaChatClient : IChatClient
         var stopIds = (options.StopTokenIds ?? []).ToHashSet();
         using var sampler = new TokenSampler(options);
         var generated = new List<int>();
-        string emitted = "";
+        string text = "", emitted = "";
+        bool cutAtStopSequence = false;
         ChatFinishReason finish = ChatFinishReason.Length;
         int room = _cache.Capacity - prompt.Count;
         var feed = prompt.Skip(reused).ToList();
@@ -203,13 +204,14 @@ public sealed class GqaChatClient : IChatClient
             if (stopIds.Contains(next)) { finish = ChatFinishReason.Stop; break; }
             generated.Add(next);
             feed = [next];
-            string text = _tokenizer.Decode(generated, skipSpecialTokens: true);
+            text = _tokenizer.Decode(generated, skipSpecialTokens: true);
             int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
             if (cut >= 0)
             {
                 if (cut > emitted.Length) yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..cut]);
                 emitted = text[..cut];
                 finish = ChatFinishReason.Stop;
+                cutAtStopSequence = true;
                 break;
             }
             // Hold back an incomplete character and anything that could still become a stop sequence.
@@ -224,11 +226,10 @@ public sealed class GqaChatClient : IChatClient
                 emitted = text[..safe];
             }
         }
-        if (finish == ChatFinishReason.Length)
-        {
-            string text = _tokenizer.Decode(generated, skipSpecialTokens: true);
-            if (text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)) yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..]);
-        }
+        // What was held back (a partial character, a possible start of a stop sequence) is the reply's end, unless a stop
+        // sequence cut it: out of room, or at an end-of-turn id alike.
+        if (!cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal))
+            yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..]);
         var usage = new UsageDetails
         {
             InputTokenCount = prompt.Count,

@@ -75,6 +75,27 @@ public class GqaChatClientTests
     }
 
     [Fact]
+    public async Task Text_held_back_as_a_possible_stop_sequence_is_returned_when_the_reply_ends_otherwise()
+    {
+        using var fixture = new ChatFixture();
+        string plain;
+        using (var client = GqaChatClient.FromPretrained(fixture.Path))
+            plain = (await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24 })).Text;
+        // Make an ASCII character of the greedy reply the end-of-turn id (byte-level: its id is its byte), so the reply
+        // now ends there at a stop id, not for want of room; one whose predecessor is ASCII too, since the random model's
+        // replies are mostly invalid UTF-8 whose U+FFFD run shifts as bytes arrive.
+        int stopAt = Enumerable.Range(3, plain.Length - 3).First(i => plain[i] < 0x80 && plain[i - 1] < 0x80 && plain.IndexOf(plain[i]) == i);
+        File.WriteAllText(Path.Combine(fixture.Path, "generation_config.json"), $$"""{"eos_token_id": [2, {{(int)plain[stopAt]}}]}""");
+        using var stopping = GqaChatClient.FromPretrained(fixture.Path);
+        var reply = await stopping.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24 });
+        reply.FinishReason.Should().Be(ChatFinishReason.Stop);
+        reply.Text.Should().Be(plain[..stopAt]);
+        string neverComplete = reply.Text[^1..] + "\u0007never";       // its start is the reply's end, so it is held back
+        var held = await stopping.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24, StopSequences = [neverComplete] });
+        held.Text.Should().Be(reply.Text, "the held-back end comes out when the reply ends at a stop id");
+    }
+
+    [Fact]
     public async Task A_cancelled_request_leaves_the_client_usable()
     {
         using var fixture = new ChatFixture();
