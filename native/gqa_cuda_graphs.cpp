@@ -6,6 +6,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/ops/rms_norm.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 
@@ -133,6 +134,23 @@ int gqa_autocast(int enabled, int scalar_type) {
             if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
         }
     });
+}
+
+// The caching allocator's bytes on one device now: held by live tensors (allocated) and taken from the driver
+// (reserved), as torch.cuda.memory_allocated and memory_reserved report; TorchSharp 0.107 binds neither. Index 0 of
+// each stat array is the aggregate over pools in every libtorch version that has these stats.
+int gqa_cuda_memory(int device, long long* allocated, long long* reserved) {
+    return guarded([&] {
+        if (allocated == nullptr || reserved == nullptr) throw std::invalid_argument("null output pointer");
+        auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+        *allocated = stats.allocated_bytes[0].current;
+        *reserved = stats.reserved_bytes[0].current;
+    });
+}
+
+// Returns the allocator's unused cached blocks to the driver, as torch.cuda.empty_cache.
+int gqa_cuda_empty_cache() {
+    return guarded([] { c10::cuda::CUDACachingAllocator::emptyCache(); });
 }
 
 void gqa_graph_destroy(void* handle) {

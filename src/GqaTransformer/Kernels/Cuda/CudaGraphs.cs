@@ -38,6 +38,12 @@ internal sealed unsafe class CudaGraphLibrary
     /// <summary>libtorch's CUDA autocast on (dtype) or off for this thread, or null in a shim built before it was added.</summary>
     public readonly delegate* unmanaged<int, int, int> Autocast;
 
+    /// <summary>The caching allocator's (device, allocated, reserved) bytes, or null in a shim built before it was added.</summary>
+    public readonly delegate* unmanaged<int, long*, long*, int> Memory;
+
+    /// <summary>The caching allocator's empty_cache, or null in a shim built before it was added.</summary>
+    public readonly delegate* unmanaged<int> EmptyCache;
+
     private CudaGraphLibrary(nint library)
     {
         nint Export(string name) => NativeLibrary.GetExport(library, name);
@@ -53,6 +59,10 @@ internal sealed unsafe class CudaGraphLibrary
             RmsNorm = (delegate* unmanaged<nint, nint, double, nint*, int>)rmsNorm;
         if (NativeLibrary.TryGetExport(library, "gqa_autocast", out var autocast))
             Autocast = (delegate* unmanaged<int, int, int>)autocast;
+        if (NativeLibrary.TryGetExport(library, "gqa_cuda_memory", out var memory))
+            Memory = (delegate* unmanaged<int, long*, long*, int>)memory;
+        if (NativeLibrary.TryGetExport(library, "gqa_cuda_empty_cache", out var emptyCache))
+            EmptyCache = (delegate* unmanaged<int>)emptyCache;
     }
 
     /// <summary>Throws <see cref="InvalidOperationException"/> with the shim's reason unless <paramref name="status"/> is 0.</summary>
