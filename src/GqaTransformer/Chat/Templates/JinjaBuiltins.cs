@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
 using static GqaTransformer.JinjaValues;
 
 namespace GqaTransformer;
@@ -9,7 +10,7 @@ namespace GqaTransformer;
 /// <c>range</c>, <c>strftime_now</c>), Jinja's filters and tests that real templates use, the Python string, list and
 /// dict methods they call, and the operators.
 /// </summary>
-internal static class JinjaBuiltins
+internal static partial class JinjaBuiltins
 {
     private const int MaxCollection = 10_000_000; // range() and string repetition
 
@@ -223,6 +224,7 @@ internal static class JinjaBuiltins
 
     private static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
 
+    /// <summary>Python's <c>str.title()</c>: upper case after any character that is not a letter, lower case after one.</summary>
     private static string Title(string s)
     {
         var sb = new StringBuilder(s.Length);
@@ -230,10 +232,26 @@ internal static class JinjaBuiltins
         foreach (char c in s)
         {
             sb.Append(start ? char.ToUpperInvariant(c) : char.ToLowerInvariant(c));
-            start = !char.IsLetterOrDigit(c);
+            start = !char.IsLetter(c);
         }
         return sb.ToString();
     }
+
+    /// <summary>
+    /// jinja2's <c>title</c> filter, which is not <c>str.title()</c>: words begin only after whitespace, '-' or an opening
+    /// bracket, so <c>"quoted"</c> stays lower case inside its quotes.
+    /// </summary>
+    private static string TitleFilter(string s)
+    {
+        var sb = new StringBuilder(s.Length);
+        foreach (string item in WordBeginning().Split(s))
+            if (item.Length > 0)
+                sb.Append(char.ToUpperInvariant(item[0])).Append(item[1..].ToLowerInvariant());
+        return sb.ToString();
+    }
+
+    [GeneratedRegex(@"([-\s\(\{\[\<]+)")]
+    private static partial Regex WordBeginning();
 
     public static object? Filter(string name, object? value, List<object?> args, Dictionary<string, object?> kwargs, int line)
     {
@@ -245,7 +263,7 @@ internal static class JinjaBuiltins
             "upper" => ToStr(value).ToUpperInvariant(),
             "lower" => ToStr(value).ToLowerInvariant(),
             "capitalize" => Capitalize(ToStr(value)),
-            "title" => Title(ToStr(value)),
+            "title" => TitleFilter(ToStr(value)),
             "replace" => Replace(ToStr(value), ToStr(Arg(0, "old", "")), ToStr(Arg(1, "new", "")), Arg(2, "count", null) is { } c ? Int(c) : -1),
             "length" or "count" => value switch
             {
