@@ -27,7 +27,8 @@ internal static class PretrainedCheckpoint
         try
         {
             var sources = IndexTensors(files);
-            model = new DecoderModel(config, dtype); // built in the target dtype: a bf16 7B model never exists in fp32
+            // built in the target dtype and on the target device: a bf16 7B model never exists in fp32, nor on the host
+            model = new DecoderModel(config, dtype, device);
             var parameters = model.state_dict();
             CheckKeysAndShapes(directory, config, sources, parameters);
 
@@ -41,8 +42,9 @@ internal static class PretrainedCheckpoint
                             throw new InvalidDataException($"Tensor '{name}' in '{directory}' holds NaN or infinite values; the checkpoint is corrupt.");
                     target.copy_(loaded);
                 }
-            if (device.type != DeviceType.CPU) model.to(device);
+            if (device.type != DeviceType.CPU) model.to(device);   // the buffers made on the host (RoPE tables)
             model.eval();
+            NativeHeap.Trim();   // the freed read buffers' pages go back to the system (ADR 0019)
             return model;
         }
         catch

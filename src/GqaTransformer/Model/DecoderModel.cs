@@ -32,6 +32,13 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Frees the weights, and gives the native heap's freed pages back to the system (ADR 0019).</summary>
+    protected override void Dispose(bool disposing)
+    {
+        base.Dispose(disposing);
+        if (disposing) NativeHeap.Trim();
+    }
+
     /// <summary>
     /// Loads a HuggingFace checkpoint directory: <c>config.json</c> and <c>model.safetensors</c> (or the shards listed
     /// in <c>model.safetensors.index.json</c>). Llama, Mistral and Qwen2 families. Weights stream tensor by tensor
