@@ -11,20 +11,44 @@
 #include <torch/version.h>
 
 #include <exception>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace {
 
 thread_local std::string last_error;
+
+// One side stream per device for every graph's warm-up and capture, taken by one thread at a time (enter to exit).
+// A stream per graph would cost a cuBLAS workspace per graph (libtorch keys workspaces by handle and stream, 32 MiB
+// each on Hopper) that outlives the graph: 32 MiB more device memory per load/dispose cycle (ADR 0019).
+struct SideStream {
+    explicit SideStream(c10::cuda::CUDAStream s) : stream(s) {}
+    c10::cuda::CUDAStream stream;
+    std::mutex in_use;
+    std::atomic<std::thread::id> owner{};  // who holds in_use: a second entry by the owner fails instead of deadlocking
+};
+
+SideStream& side_stream(c10::DeviceIndex device) {
+    static std::mutex table_lock;
+    static std::map<c10::DeviceIndex, std::unique_ptr<SideStream>> table;
+    std::lock_guard<std::mutex> guard(table_lock);
+    auto& entry = table[device];
+    if (!entry) entry = std::make_unique<SideStream>(c10::cuda::getStreamFromPool(false, device));
+    return *entry;
+}
 
 struct Graph {
     // The CUDAGraph lives in a buffer larger than any libtorch version's object, so a build against one version's
     // headers never writes past it when another version's out-of-line constructor runs (the loader checks versions too).
     alignas(64) unsigned char storage[16384];
     at::cuda::CUDAGraph* graph = nullptr;
-    std::optional<c10::cuda::CUDAStream> side;      // capture and warm-up run here: capture refuses the default stream
+    SideStream* side = nullptr;                     // capture and warm-up run here: capture refuses the default stream
     std::optional<c10::cuda::CUDAStream> previous;  // the thread's stream before entering the side stream
 };
 
@@ -61,7 +85,7 @@ int gqa_graph_create(int device, void** handle) {
         auto* g = new Graph();
         try {
             g->graph = new (g->storage) at::cuda::CUDAGraph();
-            g->side = c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device));
+            g->side = &side_stream(static_cast<c10::DeviceIndex>(device));
         } catch (...) {
             delete g;
             throw;
@@ -70,28 +94,39 @@ int gqa_graph_create(int device, void** handle) {
     });
 }
 
-// Makes the graph's side stream current on this thread, after the work already queued on the current stream.
+// Makes the graph's side stream current on this thread, after the work already queued on the current stream. The
+// stream is this thread's until gqa_graph_exit_stream: another thread entering waits.
 int gqa_graph_enter_stream(void* handle) {
     return guarded([&] {
         Graph* g = as_graph(handle);
-        g->previous = c10::cuda::getCurrentCUDAStream(g->side->device_index());
+        if (g->previous) throw std::logic_error("gqa_graph_enter_stream twice without gqa_graph_exit_stream");
+        if (g->side->owner.load() == std::this_thread::get_id())
+            throw std::logic_error("this thread is already on the side stream (another graph's enter without exit)");
+        std::unique_lock<std::mutex> taken(g->side->in_use);
+        auto previous = c10::cuda::getCurrentCUDAStream(g->side->stream.device_index());
         at::cuda::CUDAEvent ready;
-        ready.record(*g->previous);
-        ready.block(*g->side);
-        c10::cuda::setCurrentCUDAStream(*g->side);
+        ready.record(previous);
+        ready.block(g->side->stream);
+        c10::cuda::setCurrentCUDAStream(g->side->stream);
+        g->previous = previous;
+        g->side->owner.store(std::this_thread::get_id());
+        taken.release();  // held until exit
     });
 }
 
-// Makes the thread's previous stream current again, after the work queued on the side stream.
+// Makes the thread's previous stream current again, after the work queued on the side stream, and frees the stream.
 int gqa_graph_exit_stream(void* handle) {
     return guarded([&] {
         Graph* g = as_graph(handle);
         if (!g->previous) throw std::logic_error("gqa_graph_exit_stream without gqa_graph_enter_stream");
-        at::cuda::CUDAEvent done;
-        done.record(*g->side);
-        done.block(*g->previous);
-        c10::cuda::setCurrentCUDAStream(*g->previous);
+        std::unique_lock<std::mutex> taken(g->side->in_use, std::adopt_lock);
+        g->side->owner.store(std::thread::id{});
+        auto previous = *g->previous;
         g->previous.reset();
+        c10::cuda::setCurrentCUDAStream(previous);
+        at::cuda::CUDAEvent done;
+        done.record(g->side->stream);
+        done.block(previous);
     });
 }
 

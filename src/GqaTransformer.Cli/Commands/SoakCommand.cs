@@ -9,8 +9,8 @@ namespace GqaTransformer.Cli;
 
 /// <summary>
 /// <c>gqa soak</c>: loads a checkpoint, generates and disposes everything, many times, and reports after each cycle the
-/// live tensors, the process's resident memory and (on CUDA) the allocator's bytes; exits 1 when device memory does not
-/// come back to where it started or a cycle's tokens differ from the first's (docs/reliability.md).
+/// live tensors, the process's resident memory and (on CUDA) the allocator's bytes; exits 1 when a cycle after the first
+/// keeps device memory or tensors, or generates other tokens than the first (docs/reliability.md).
 /// </summary>
 public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Command<SoakCommand.Settings>
 {
@@ -66,18 +66,7 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
         bool cuda = device.type == DeviceType.CUDA;
         if (cuda && CudaMemory.UnavailableReason is { } reason)
             throw new InvalidOperationException($"gqa soak on CUDA reads the allocator's counters, and they are unavailable: {reason}.");
-        // TorchSharp counts live tensors per thread, so the cycles run on a thread of their own.
-        int status = 0;
-        Exception? failure = null;
-        var thread = new Thread(() =>
-        {
-            try { status = Run(settings, device, dtype, prompt, options, cuda, cancellationToken); }
-            catch (Exception e) { failure = e; }
-        }, 16 << 20);
-        thread.Start();
-        thread.Join();
-        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
-        return status;
+        return Run(settings, device, dtype, prompt, options, cuda, cancellationToken);
     }
 
     private int Run(Settings settings, Device device, ScalarType dtype, int[] prompt, GenerationOptions options, bool cuda, CancellationToken cancellationToken)
@@ -119,15 +108,18 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
             AddRow(table, "empty_cache", emptied);
         }
         console.Write(table);
-        // TorchSharp's Parameter(tensor) moves the handle out of the tensor without taking it off the live count, so each
-        // load adds one count per parameter that owns nothing (docs/reliability.md); more than that is a leak.
+        // Tensors alive in the process (disposed or finalized ones are off the count). TorchSharp's Parameter(tensor) moves
+        // the handle out of the tensor without taking it off, so each load adds up to one count per parameter that owns
+        // nothing (docs/reliability.md); more than that is a leak.
         long extraTensors = last.LiveTensors - afterFirst.LiveTensors - (long)parameters * (settings.Cycles - 1);
-        bool held = extraTensors <= 0 && (!cuda || last.Cuda!.Value.AllocatedBytes == start.Cuda!.Value.AllocatedBytes);
+        // The first cycle leaves libtorch's cuBLAS workspaces (one per stream used, kept for the process as in PyTorch);
+        // from then on every cycle must give back all it took.
+        bool held = extraTensors <= 0 && (!cuda || last.Cuda!.Value.AllocatedBytes == afterFirst.Cuda!.Value.AllocatedBytes);
         string summary = FormattableString.Invariant(
             $"cycles={settings.Cycles} tokens_per_cycle={firstTokens!.Length} parameters={parameters} live_tensors_growth={last.LiveTensors - afterFirst.LiveTensors} beyond_parameter_counts={extraTensors} rss_growth_after_cycle_1={last.Rss - afterFirst.Rss}");
         if (cuda)
             summary += FormattableString.Invariant(
-                $" cuda_allocated_start={start.Cuda!.Value.AllocatedBytes} cuda_allocated_end={last.Cuda!.Value.AllocatedBytes} cuda_reserved_start={start.Cuda.Value.ReservedBytes} cuda_reserved_after_empty_cache={emptied.Cuda!.Value.ReservedBytes}");
+                $" cuda_allocated_start={start.Cuda!.Value.AllocatedBytes} cuda_allocated_after_cycle_1={afterFirst.Cuda!.Value.AllocatedBytes} cuda_allocated_end={last.Cuda!.Value.AllocatedBytes} cuda_reserved_after_empty_cache={emptied.Cuda!.Value.ReservedBytes}");
         foreach (string pair in summary.Split(' ')) console.WriteLine(pair);   // one key=value a line: no console wraps them
         console.WriteLine($"result={(held ? "held" : "leaked")}");
         return held ? 0 : 1;
@@ -140,7 +132,7 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
-        return new Snapshot(DisposeScopeManager.Statistics.ThreadTotalLiveCount, ResidentBytes(), cuda ? CudaMemory.GetStats() : null);
+        return new Snapshot(torch.Tensor.TotalCount, ResidentBytes(), cuda ? CudaMemory.GetStats() : null);
     }
 
     private static long ResidentBytes()

@@ -36,7 +36,7 @@ public static class CliApp
         new("chat", typeof(ChatCommand.Settings), c => c.AddCommand<ChatCommand>("chat")
             .WithDescription("Chat with a model directory (tokenizer.json and a chat template): replies streamed, /system TEXT, /reset, /exit.")),
         new("soak", typeof(SoakCommand.Settings), c => c.AddCommand<SoakCommand>("soak")
-            .WithDescription("Load, generate and dispose a checkpoint many times; report live tensors, resident and CUDA memory per cycle; exit 1 if CUDA memory does not come back.")),
+            .WithDescription("Load, generate and dispose a checkpoint many times; report live tensors, resident and CUDA memory per cycle; exit 1 if a cycle keeps memory.")),
         new("bench", typeof(BenchCommand.Settings), c => c.AddCommand<BenchCommand>("bench")
             .WithDescription("Quick decode benchmark: attention of MHA vs GQA vs MQA vs a K/V-copying GQA, or (--model) a whole 1.1B-shaped model.")),
     ];

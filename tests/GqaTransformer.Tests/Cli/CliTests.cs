@@ -11,7 +11,7 @@ namespace GqaTransformer.Tests;
 public class CliTests
 {
     /// <summary>Runs gqa; Output is standard output and standard error together.</summary>
-    private static (int ExitCode, string Output) Run(params string[] args)
+    internal static (int ExitCode, string Output) Run(params string[] args)
     {
         var (code, stdout, stderr) = RunSplit(240, args);
         return (code, stdout + stderr);
@@ -373,16 +373,5 @@ public class CliTests
         raisedCode.Should().Be(1);
         raisedErr.Should().Contain("Only user turns, please.");
         Run("template", "--model", fixture.Path, "--messages", Path.Combine(fixture.Path, "missing.json")).Output.Should().Contain("does not exist");
-    }
-
-    [Fact]
-    public void Soak_loads_generates_and_disposes_and_reports_that_memory_held()
-    {
-        var (code, output) = Run("soak", "--model", Fixtures.HfTiny("llama_gqa"), "--cycles", "4", "--max-new", "8");
-        code.Should().Be(0, output);
-        output.Should().Contain("cycles=4").And.Contain("tokens_per_cycle=8").And.Contain("beyond_parameter_counts=0").And.EndWith("result=held" + Environment.NewLine);
-        Run("soak", "--model", Fixtures.HfTiny("llama_gqa"), "--cycles", "1").Output.Should().Contain("--cycles must be from 2 to 100000, but was 1.");
-        Run("soak", "--model", Fixtures.HfTiny("llama_gqa"), "--cuda-graphs", "maybe").Output.Should().Contain("--cuda-graphs must be on or off");
-        Run("soak", "--cycles", "3").Output.Should().Contain("--model DIR is required.");
     }
 }

@@ -32,7 +32,10 @@ public static unsafe class CudaMemory
         int count = torch.cuda.device_count();
         if (device < 0 || device >= count)
             throw new ArgumentOutOfRangeException(nameof(device), device, $"Expected a CUDA device index from 0 to {count - 1}.");
-        torch.cuda.synchronize(new torch.Device(DeviceType.CUDA, device));
+        var cudaDevice = new torch.Device(DeviceType.CUDA, device);
+        // libtorch sets its allocator up at the first CUDA tensor and refuses to report before; an empty one allocates nothing.
+        using (torch.empty(0, device: cudaDevice)) { }
+        torch.cuda.synchronize(cudaDevice);
         long allocated, reserved;
         if (library.Memory(device, &allocated, &reserved) != 0)
             throw new InvalidOperationException($"Reading CUDA memory counters failed: {library.LastError}.");
