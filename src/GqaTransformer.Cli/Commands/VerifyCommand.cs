@@ -36,6 +36,10 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
         public string Device { get; init; } = "cpu";
 
+        /// <summary>Device map.</summary>
+        [CommandOption("--device-map <MAP>")][Description("Spread the model over devices instead of --device: auto, or DEVICE=LAYERS pairs such as cuda:0=12,cpu=10.")]
+        public string? DeviceMap { get; init; }
+
         /// <summary>Element type.</summary>
         [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16; half precision needs a looser --tolerance.")][DefaultValue("fp32")]
         public string Dtype { get; init; } = "fp32";
@@ -51,6 +55,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
             if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
             if (string.IsNullOrEmpty(Reference)) return ValidationResult.Error("--reference FILE is required.");
             if (!(Tolerance >= 0)) return ValidationResult.Error($"--tolerance must be non-negative, but was {Tolerance}.");
+            if (DeviceMap is not null && Device != "cpu") return ValidationResult.Error("Give --device or --device-map, not both.");
             return ValidationResult.Success();
         }
     }
@@ -63,8 +68,8 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         foreach (var required in new[] { "input_ids", "logits" })
             if (!reference.Entries.ContainsKey(required))
                 throw new InvalidDataException($"'{settings.Reference}' has no '{required}' tensor.");
-        var device = Parsing.Device(settings.Device);
-        using var model = DecoderModel.FromPretrained(settings.Model!, Parsing.Dtype(settings.Dtype), device);
+        using var model = Parsing.LoadModel(settings.Model!, Parsing.Dtype(settings.Dtype), settings.Device, settings.DeviceMap);
+        var device = model.Device; // the embedding's: inputs go there
 
         var ids = reference.Read("input_ids", ScalarType.Int64, device);
         var expected = reference.Read("logits", ScalarType.Float32);
@@ -86,7 +91,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
         var table = Tables.Create().AddColumn(Tables.Left("check")).AddColumn(Tables.Left("result")).AddColumn("");
         table.AddRow("max |logits - reference|", maxDifference.ToString("0.###E+0", CultureInfo.InvariantCulture),
             logitsOk ? $"[green]within {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]" : $"[red]above {settings.Tolerance.ToString(CultureInfo.InvariantCulture)}[/]");
-        table.AddRow("device, dtype", $"{model.Device}, {Parsing.DtypeName(model.Dtype)}", "");
+        table.AddRow("device, dtype", $"{(settings.DeviceMap is null ? model.Device : model.DeviceMap)}, {Parsing.DtypeName(model.Dtype)}", "");
         table.AddRow("greedy tokens", Markup.Escape(tokenDetail), tokensOk switch { true => "[green]match[/]", false => "[red]differ[/]", null => "[grey]skipped[/]" });
         console.Write(table);
         bool ok = logitsOk && tokensOk != false;

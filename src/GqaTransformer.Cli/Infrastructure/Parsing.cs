@@ -75,6 +75,23 @@ internal static class Parsing
         _ => "fp32",
     };
 
+    /// <summary>
+    /// Loads a checkpoint on <paramref name="device"/>, or spread as <paramref name="deviceMap"/> says: <c>auto</c> (fitted to
+    /// the GPUs' free memory with a <paramref name="batch"/> × <paramref name="capacity"/> cache) or DEVICE=LAYERS pairs.
+    /// </summary>
+    public static DecoderModel LoadModel(string directory, ScalarType dtype, string device, string? deviceMap, int batch = 1, int capacity = 4096)
+    {
+        if (deviceMap is null) return DecoderModel.FromPretrained(directory, dtype, Device(device));
+        var config = DecoderConfig.FromFile(Path.Combine(directory, "config.json"));
+        if (deviceMap.Equals("auto", StringComparison.OrdinalIgnoreCase))
+            return DecoderModel.FromPretrained(directory, dtype, DeviceMap.Auto(config, dtype, batch, Math.Min(capacity, config.MaxPositionEmbeddings)));
+        var map = DeviceMap.Parse(deviceMap, config.NumHiddenLayers);
+        foreach (var part in map.Layers.Append(map.Embedding).Append(map.Head))
+            if (part.type == TorchSharp.DeviceType.CUDA && !TorchSharp.torch.cuda.is_available())
+                throw new ArgumentException($"--device-map '{deviceMap}' names CUDA, but TorchSharp finds no CUDA device.");
+        return DecoderModel.FromPretrained(directory, dtype, map);
+    }
+
     public static Device Device(string text)
     {
         string lower = text.ToLowerInvariant();

@@ -20,6 +20,7 @@ public sealed class KvCache : IDisposable
 {
     private readonly Tensor[] _keys;   // per layer [B, Hkv, Slots, D]
     private readonly Tensor[] _values; // per layer [B, Hkv, Slots, D]
+    private readonly Device[] _layerDevices; // each layer's keys and values sit with that layer
     private readonly long[] _slotPositions; // absolute position held by each slot, -1 when empty (same for every layer)
     private bool _disposed;
 
@@ -31,6 +32,22 @@ public sealed class KvCache : IDisposable
     /// are converted as they are written, and attention reads them in this dtype (float32 arithmetic on the CPU). Default float32.</param>
     /// <param name="device">Device; must equal the model's device. Default CPU.</param>
     public KvCache(DecoderConfig config, int batchSize, int capacity, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : this(config, batchSize, capacity, dtype, device, null)
+    {
+    }
+
+    /// <summary>Allocates a cache whose layers sit on the devices of <paramref name="deviceMap"/>'s layers.</summary>
+    /// <param name="config">The model's config (layers, KV heads and head size are taken from it).</param>
+    /// <param name="batchSize">Number of sequences decoded together.</param>
+    /// <param name="capacity">Most tokens per sequence the cache can hold (prompt plus generated).</param>
+    /// <param name="dtype">Element type, float32, bfloat16 or float16.</param>
+    /// <param name="deviceMap">The model's device map (<see cref="DecoderModel.DeviceMap"/>).</param>
+    public KvCache(DecoderConfig config, int batchSize, int capacity, ScalarType dtype, DeviceMap deviceMap)
+        : this(config, batchSize, capacity, dtype, null, deviceMap ?? throw new ArgumentNullException(nameof(deviceMap)))
+    {
+    }
+
+    private KvCache(DecoderConfig config, int batchSize, int capacity, ScalarType dtype, Device? device, DeviceMap? deviceMap)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
@@ -43,7 +60,10 @@ public sealed class KvCache : IDisposable
         BatchSize = batchSize;
         Capacity = capacity;
         Dtype = dtype;
-        Device = device ?? DefaultDevice();
+        if (deviceMap is not null && deviceMap.Layers.Count != config.NumHiddenLayers)
+            throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but the config has {config.NumHiddenLayers}.", nameof(deviceMap));
+        _layerDevices = deviceMap?.Layers.ToArray() ?? Enumerable.Repeat(device ?? DefaultDevice(), config.NumHiddenLayers).ToArray();
+        Device = _layerDevices[0];
         Slots = SlotsFor(config, capacity);
         _slotPositions = Enumerable.Repeat(-1L, Slots).ToArray();
         _keys = new Tensor[config.NumHiddenLayers];
@@ -53,8 +73,8 @@ public sealed class KvCache : IDisposable
             using var scope = NewDisposeScope(); // our own, so no scope another thread disposes ever holds the buffers, even briefly
             for (int layer = 0; layer < config.NumHiddenLayers; layer++)
             {
-                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, Device).DetachFromDisposeScope();
-                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, Device).DetachFromDisposeScope();
+                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
+                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
             }
         }
         catch
@@ -92,7 +112,7 @@ public sealed class KvCache : IDisposable
     /// <summary>Element type of the cached keys and values.</summary>
     public ScalarType Dtype { get; }
 
-    /// <summary>Device the cache lives on.</summary>
+    /// <summary>Device the cache lives on: its first layer's, and every layer's unless it was made from a <see cref="DeviceMap"/>.</summary>
     public Device Device { get; }
 
     /// <summary>
@@ -233,14 +253,15 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>Throws unless this cache fits a model of <paramref name="config"/> fed <paramref name="batchSize"/> sequences.</summary>
-    internal void EnsureCompatible(DecoderConfig config, long batchSize, Device device)
+    internal void EnsureCompatible(DecoderConfig config, long batchSize, IReadOnlyList<Device> layerDevices)
     {
         ThrowIfDisposed();
         if (config.NumHiddenLayers != Config.NumHiddenLayers || config.NumKeyValueHeads != Config.NumKeyValueHeads || config.HeadDim != Config.HeadDim)
             throw new ArgumentException(
                 $"The cache was made for {Config.NumHiddenLayers} layers × {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the model has {config.NumHiddenLayers} × {config.NumKeyValueHeads} × {config.HeadDim}.",
                 "cache");
-        EnsureCompatibleLayer(0, config.NumKeyValueHeads, config.HeadDim, batchSize, device);
+        for (int layer = 0; layer < layerDevices.Count; layer++)
+            EnsureCompatibleLayer(layer, config.NumKeyValueHeads, config.HeadDim, batchSize, layerDevices[layer]);
     }
 
     /// <summary>Throws unless layer <paramref name="layer"/> of this cache fits an attention of the given shape.</summary>
@@ -254,8 +275,10 @@ public sealed class KvCache : IDisposable
                 $"The cache holds {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the attention has {kvHeads} × {headDim}.", "cache");
         if (batchSize != BatchSize)
             throw new ArgumentException($"The cache was made for batch size {BatchSize}, but the input has batch size {batchSize}.", "cache");
-        if (device.type != Device.type || device.type != DeviceType.CPU && device.index != Device.index)
-            throw new ArgumentException($"The cache is on {Device}, but the model is on {device}.", "cache");
+        if (!DeviceMap.Same(device, _layerDevices[layer]))
+            throw new ArgumentException(layer == 0 && _layerDevices.All(d => DeviceMap.Same(d, Device))
+                ? $"The cache is on {Device}, but the model is on {device}."
+                : $"The cache holds layer {layer} on {_layerDevices[layer]}, but the model runs it on {device}.", "cache");
     }
 
     /// <summary>

@@ -12,7 +12,7 @@ internal static class PretrainedCheckpoint
     public const string SingleFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";
 
-    public static DecoderModel Load(string directory, ScalarType dtype, Device? device)
+    public static DecoderModel Load(string directory, ScalarType dtype, Device? device, DeviceMap? deviceMap)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
@@ -21,6 +21,8 @@ internal static class PretrainedCheckpoint
         if (!Guard.IsFloatingPoint(dtype))
             throw new ArgumentException($"dtype must be a floating-point type, but was {dtype}.", nameof(dtype));
         var config = DecoderConfig.FromFile(Path.Combine(directory, ConfigFile));
+        if (deviceMap is not null && deviceMap.Layers.Count != config.NumHiddenLayers)
+            throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but '{directory}' has {config.NumHiddenLayers}.", nameof(deviceMap));
 
         var files = OpenWeightFiles(directory);
         DecoderModel? model = null;
@@ -28,7 +30,7 @@ internal static class PretrainedCheckpoint
         {
             var sources = IndexTensors(files);
             // built in the target dtype and on the target device: a bf16 7B model never exists in fp32, nor on the host
-            model = new DecoderModel(config, dtype, device);
+            model = deviceMap is null ? new DecoderModel(config, dtype, device) : new DecoderModel(config, dtype, deviceMap);
             var parameters = model.state_dict();
             CheckKeysAndShapes(directory, config, sources, parameters);
 
@@ -42,7 +44,7 @@ internal static class PretrainedCheckpoint
                             throw new InvalidDataException($"Tensor '{name}' in '{directory}' holds NaN or infinite values; the checkpoint is corrupt.");
                     target.copy_(loaded);
                 }
-            if (device.type != DeviceType.CPU) model.to(device);   // the buffers made on the host (RoPE tables)
+            if (deviceMap is null && device.type != DeviceType.CPU) model.to(device);   // the buffers made on the host
             model.eval();
             NativeHeap.Trim();   // the freed read buffers' pages go back to the system (ADR 0019)
             return model;

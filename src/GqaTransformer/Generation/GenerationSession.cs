@@ -35,7 +35,7 @@ public sealed class GenerationSession : IDisposable
         _model = model;
         if (cache is not null)
         {
-            cache.EnsureCompatible(model.Config, batchSize, model.Device);
+            cache.EnsureCompatible(model.Config, batchSize, model.DeviceMap.Layers);
             if (cache.Length != 0)
                 throw new ArgumentException($"The cache must be empty to start a session, but holds {cache.Length} tokens; call Reset().", nameof(cache));
             if (cache.Capacity < capacity)
@@ -45,7 +45,7 @@ public sealed class GenerationSession : IDisposable
         _ownsCache = cache is null;
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
-        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && CudaGraphs.IsAvailable;
+        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && !model.IsDeviceMapped && CudaGraphs.IsAvailable;
     }
 
     /// <summary>A session over the cache of <paramref name="graphs"/>, emptied first, whose decode steps replay that decoder's graph.</summary>

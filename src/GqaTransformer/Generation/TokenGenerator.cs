@@ -148,7 +148,7 @@ public sealed class TokenGenerator : IDisposable
     /// </summary>
     private CudaGraphDecoder? LendGraphs(int batch, int capacity)
     {
-        if (Model.Device.type != DeviceType.CUDA || !CudaGraphs.IsAvailable) return null;
+        if (Model.Device.type != DeviceType.CUDA || Model.IsDeviceMapped || !CudaGraphs.IsAvailable) return null;
         int bucket = Math.Max(capacity, Math.Min(Math.Max(SmallestBucket, (int)BitOperations.RoundUpToPowerOf2((uint)capacity)),
                                                  Model.Config.MaxPositionEmbeddings));
         lock (_lent)

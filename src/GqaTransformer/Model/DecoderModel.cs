@@ -21,16 +21,47 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// <param name="config">The model's config (validated here).</param>
     /// <param name="dtype">Element type of the weights (default float32).</param>
     /// <param name="device">Device of the weights (default CPU).</param>
-    public DecoderModel(DecoderConfig config, ScalarType? dtype = null, Device? device = null) : base(TorchBackend.Checked("decoder"))
+    public DecoderModel(DecoderConfig config, ScalarType? dtype = null, Device? device = null)
+        : this(config, dtype, DeviceMap.Single(device ?? CPU, CheckedLayers(config)), mapped: false)
     {
-        ArgumentNullException.ThrowIfNull(config);
+    }
+
+    /// <summary>Creates a randomly initialised model spread over devices: each part where <paramref name="deviceMap"/> puts it.</summary>
+    /// <param name="config">The model's config (validated here).</param>
+    /// <param name="dtype">Element type of the weights (default float32).</param>
+    /// <param name="deviceMap">Device of the embedding, of each layer and of the head (<see cref="GqaTransformer.DeviceMap"/>).</param>
+    public DecoderModel(DecoderConfig config, ScalarType? dtype, DeviceMap deviceMap)
+        : this(config, dtype, deviceMap ?? throw new ArgumentNullException(nameof(deviceMap)), mapped: true)
+    {
+    }
+
+    private DecoderModel(DecoderConfig config, ScalarType? dtype, DeviceMap deviceMap, bool mapped) : base(TorchBackend.Checked("decoder"))
+    {
         Config = config.Validate();
         if (dtype is { } requested && !Guard.IsFloatingPoint(requested))
             throw new ArgumentException($"dtype must be a floating-point type, but was {requested}.", nameof(dtype));
-        _model = new DecoderStack(config, device, dtype);
-        _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device, dtype);
+        if (deviceMap.Layers.Count != config.NumHiddenLayers)
+            throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but the model has {config.NumHiddenLayers}.", nameof(deviceMap));
+        DeviceMap = deviceMap;
+        _mapped = mapped && !deviceMap.IsSingleDevice;
+        _model = new DecoderStack(config, deviceMap, dtype);
+        _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, deviceMap.Head, dtype);
         RegisterComponents();
     }
+
+    private static int CheckedLayers(DecoderConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return config.Validate().NumHiddenLayers;
+    }
+
+    private readonly bool _mapped;
+
+    /// <summary>Where the embedding, each layer and the head live (one device unless the model was made with a map).</summary>
+    public DeviceMap DeviceMap { get; }
+
+    /// <summary>Whether the model spans several devices, so activations move between them and CUDA graphs are not used.</summary>
+    internal bool IsDeviceMapped => _mapped;
 
     /// <summary>Frees the weights, and gives the native heap's freed pages back to the system (ADR 0019).</summary>
     protected override void Dispose(bool disposing)
@@ -56,13 +87,29 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     public static DecoderModel FromPretrained(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         TorchBackend.EnsureLoaded(); // before anything touches TorchSharp, so a missing backend gets a message that says so
-        return PretrainedCheckpoint.Load(directory, dtype, device);
+        return PretrainedCheckpoint.Load(directory, dtype, device, null);
+    }
+
+    /// <summary>
+    /// Loads a HuggingFace checkpoint directory as <see cref="FromPretrained(string, ScalarType, Device?)"/> does, each
+    /// part onto the device <paramref name="deviceMap"/> gives it (<see cref="GqaTransformer.DeviceMap.Auto"/> fits one to
+    /// the GPUs' free memory). Weights stream from the file straight to their device.
+    /// </summary>
+    /// <param name="directory">The checkpoint directory.</param>
+    /// <param name="dtype">Element type of the model.</param>
+    /// <param name="deviceMap">Device of the embedding, of each layer and of the head; its layer count must be the config's.</param>
+    /// <exception cref="ArgumentException">The map places another number of layers than the checkpoint has.</exception>
+    public static DecoderModel FromPretrained(string directory, ScalarType dtype, DeviceMap deviceMap)
+    {
+        ArgumentNullException.ThrowIfNull(deviceMap);
+        TorchBackend.EnsureLoaded();
+        return PretrainedCheckpoint.Load(directory, dtype, null, deviceMap);
     }
 
     /// <summary>
     /// Writes the model as a HuggingFace checkpoint: <c>config.json</c> (classic layout) and <c>model.safetensors</c>,
     /// or shards of at most <paramref name="maxShardBytes"/> with <c>model.safetensors.index.json</c>.
-    /// transformers' <c>from_pretrained</c> loads it, and <see cref="FromPretrained"/> reads it back bit for bit.
+    /// transformers' <c>from_pretrained</c> loads it, and <see cref="FromPretrained(string, ScalarType, Device?)"/> reads it back bit for bit.
     /// </summary>
     public void SavePretrained(string directory, long maxShardBytes = 5_000_000_000)
         => PretrainedCheckpoint.Save(this, directory, maxShardBytes);
@@ -100,7 +147,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// Element type of the cache (float32, bfloat16 or float16); default the model's. A bfloat16 cache halves a float32
     /// model's cache; a float32 cache keeps a half-precision model's keys and values unrounded.
     /// </param>
-    public KvCache CreateCache(int batchSize, int capacity, ScalarType? dtype = null) => new(Config, batchSize, capacity, dtype ?? Dtype, Device);
+    public KvCache CreateCache(int batchSize, int capacity, ScalarType? dtype = null) => new(Config, batchSize, capacity, dtype ?? Dtype, DeviceMap);
 
     /// <summary>Logits [B, T, vocab] for token ids [B, T] at positions 0..T-1, no cache.</summary>
     public override Tensor forward(Tensor inputIds) => forward(inputIds, cache: null);
@@ -129,9 +176,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
-        var logits = _lmHead is null
-            ? Kernels.Linear(hidden, _model.EmbedTokens.weight!)                    // tied: [B, T, vocab]
-            : Kernels.Linear(_lmHead, hidden);                                      // [B, T, vocab]
+        var logits = Head(hidden);                                                  // [B, T, vocab]
         cache?.Advance((int)tokens);
         return logits.MoveToOuterDisposeScope();
     }
@@ -147,9 +192,13 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, 1, hidden]
-        var logits = _lmHead is null ? Kernels.Linear(hidden, _model.EmbedTokens.weight!) : Kernels.Linear(_lmHead, hidden);
-        return logits.MoveToOuterDisposeScope();                                   // [B, 1, vocab]
+        return Head(hidden).MoveToOuterDisposeScope();                             // [B, 1, vocab]
     }
+
+    /// <summary>lm_head, or with tied embeddings the embedding matrix (on the embedding's device).</summary>
+    private Tensor Head(Tensor hidden) => _lmHead is not null
+        ? Kernels.Linear(_lmHead, hidden)
+        : Kernels.Linear(_mapped ? hidden.to(DeviceMap.Embedding) : hidden, _model.EmbedTokens.weight!);
 
     private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past, Device device)
     {
@@ -170,7 +219,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
         if (cache is not null)
         {
-            cache.EnsureCompatible(Config, batch, device);
+            cache.EnsureCompatible(Config, batch, DeviceMap.Layers);
             cache.EnsureRoom(tokens);
         }
         if (attentionMask is not null)
@@ -201,12 +250,17 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
         [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
 
-        public DecoderStack(DecoderConfig config, Device? device, ScalarType? dtype) : base("model")
+        private readonly DeviceMap _map;
+        private readonly bool _mapped;
+
+        public DecoderStack(DecoderConfig config, DeviceMap map, ScalarType? dtype) : base("model")
         {
-            _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+            _map = map;
+            _mapped = !map.IsSingleDevice;
+            _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: map.Embedding, dtype: dtype);
             _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling); // one table, shared by every layer
-            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: device, dtype: dtype, rotary: _rotary)).ToArray());
-            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: device, dtype: dtype);
+            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: map.Layers[i], dtype: dtype, rotary: _rotary)).ToArray());
+            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: map.Head, dtype: dtype);
             RegisterComponents();
         }
 
@@ -219,9 +273,16 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
             using var scope = NewDisposeScope();
             var h = _embedTokens.forward(ids);                      // [B, T, hidden]
             var (cos, sin) = _rotary.forward(positionIds, h.dtype); // [B, T, headDim] each
-            foreach (var layer in _layers)
-                h = layer.forward(h, cos, sin, mask, cache);
+            for (int i = 0; i < _layers.Count; i++)
+            {
+                if (_mapped) (h, cos, sin, mask) = MoveTo(_map.Layers[i], h, cos, sin, mask); // across a device boundary
+                h = _layers[i].forward(h, cos, sin, mask, cache);
+            }
+            if (_mapped) h = h.to(_map.Head);
             return _norm.forward(h).MoveToOuterDisposeScope();
         }
+
+        private static (Tensor, Tensor, Tensor, Tensor?) MoveTo(Device device, Tensor h, Tensor cos, Tensor sin, Tensor? mask)
+            => DeviceMap.Same(h.device, device) ? (h, cos, sin, mask) : (h.to(device), cos.to(device), sin.to(device), mask?.to(device));
     }
 }
