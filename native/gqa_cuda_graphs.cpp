@@ -7,6 +7,8 @@
 #include <ATen/ops/rms_norm.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 
@@ -180,6 +182,18 @@ int gqa_cuda_memory(int device, long long* allocated, long long* reserved) {
         auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
         *allocated = stats.allocated_bytes[0].current;
         *reserved = stats.reserved_bytes[0].current;
+    });
+}
+
+// The driver's free and total bytes on one device (cudaMemGetInfo), as torch.cuda.mem_get_info.
+int gqa_cuda_mem_get_info(int device, long long* free_bytes, long long* total_bytes) {
+    return guarded([&] {
+        if (free_bytes == nullptr || total_bytes == nullptr) throw std::invalid_argument("null output pointer");
+        c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+        size_t free_now = 0, total = 0;
+        C10_CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
+        *free_bytes = static_cast<long long>(free_now);
+        *total_bytes = static_cast<long long>(total);
     });
 }
 

@@ -9,8 +9,9 @@ namespace GqaTransformer.Cli;
 
 /// <summary>
 /// <c>gqa soak</c>: loads a checkpoint, generates and disposes everything, many times, and reports after each cycle the
-/// live tensors, the process's resident memory and (on CUDA) the allocator's bytes; exits 1 when a cycle after the first
-/// keeps device memory or tensors, or generates other tokens than the first (docs/reliability.md).
+/// live tensors, the process's resident memory and (on CUDA) the allocator's bytes; exits 1 when cycles after the first
+/// keep device memory, grow the process past 5% (at least 64 MiB), keep tensors, or generate other tokens than the first
+/// (docs/reliability.md).
 /// </summary>
 public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Command<SoakCommand.Settings>
 {
@@ -108,15 +109,15 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
             AddRow(table, "empty_cache", emptied);
         }
         console.Write(table);
-        // Tensors alive in the process (disposed or finalized ones are off the count). TorchSharp's Parameter(tensor) moves
-        // the handle out of the tensor without taking it off, so each load adds up to one count per parameter that owns
-        // nothing (docs/reliability.md); more than that is a leak.
-        long extraTensors = last.LiveTensors - afterFirst.LiveTensors - (long)parameters * (settings.Cycles - 1);
-        // The first cycle leaves libtorch's cuBLAS workspaces (one per stream used, kept for the process as in PyTorch);
-        // from then on every cycle must give back all it took.
-        bool held = extraTensors <= 0 && (!cuda || last.Cuda!.Value.AllocatedBytes == afterFirst.Cuda!.Value.AllocatedBytes);
+        // Tensors alive in the process (disposed or finalized ones are off the count). TorchSharp's Parameter(tensor)
+        // moves the handle out of the tensor without taking it off, so each parameter built adds one count that owns
+        // nothing, and one more where TorchSharp builds it on the CPU and moves it to the device (docs/reliability.md).
+        long extraTensors = last.LiveTensors - afterFirst.LiveTensors - 2L * parameters * (settings.Cycles - 1);
+        long rssGrowth = last.Rss - afterFirst.Rss, rssAllowed = Math.Max(afterFirst.Rss / 20, 64L << 20);
+        bool held = extraTensors <= 0 && rssGrowth <= rssAllowed
+                    && (!cuda || last.Cuda!.Value.AllocatedBytes == afterFirst.Cuda!.Value.AllocatedBytes);
         string summary = FormattableString.Invariant(
-            $"cycles={settings.Cycles} tokens_per_cycle={firstTokens!.Length} parameters={parameters} live_tensors_growth={last.LiveTensors - afterFirst.LiveTensors} beyond_parameter_counts={extraTensors} rss_growth_after_cycle_1={last.Rss - afterFirst.Rss}");
+            $"cycles={settings.Cycles} tokens_per_cycle={firstTokens!.Length} parameters={parameters} live_tensors_growth={last.LiveTensors - afterFirst.LiveTensors} beyond_parameter_counts={extraTensors} rss_growth_after_cycle_1={rssGrowth} rss_growth_allowed={rssAllowed}");
         if (cuda)
             summary += FormattableString.Invariant(
                 $" cuda_allocated_start={start.Cuda!.Value.AllocatedBytes} cuda_allocated_after_cycle_1={afterFirst.Cuda!.Value.AllocatedBytes} cuda_allocated_end={last.Cuda!.Value.AllocatedBytes} cuda_reserved_after_empty_cache={emptied.Cuda!.Value.ReservedBytes}");

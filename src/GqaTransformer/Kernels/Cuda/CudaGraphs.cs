@@ -41,6 +41,9 @@ internal sealed unsafe class CudaGraphLibrary
     /// <summary>The caching allocator's (device, allocated, reserved) bytes, or null in a shim built before it was added.</summary>
     public readonly delegate* unmanaged<int, long*, long*, int> Memory;
 
+    /// <summary>cudaMemGetInfo (device, free, total), or null in a shim built before it was added.</summary>
+    public readonly delegate* unmanaged<int, long*, long*, int> MemGetInfo;
+
     /// <summary>The caching allocator's empty_cache, or null in a shim built before it was added.</summary>
     public readonly delegate* unmanaged<int> EmptyCache;
 
@@ -61,6 +64,8 @@ internal sealed unsafe class CudaGraphLibrary
             Autocast = (delegate* unmanaged<int, int, int>)autocast;
         if (NativeLibrary.TryGetExport(library, "gqa_cuda_memory", out var memory))
             Memory = (delegate* unmanaged<int, long*, long*, int>)memory;
+        if (NativeLibrary.TryGetExport(library, "gqa_cuda_mem_get_info", out var memGetInfo))
+            MemGetInfo = (delegate* unmanaged<int, long*, long*, int>)memGetInfo;
         if (NativeLibrary.TryGetExport(library, "gqa_cuda_empty_cache", out var emptyCache))
             EmptyCache = (delegate* unmanaged<int>)emptyCache;
     }

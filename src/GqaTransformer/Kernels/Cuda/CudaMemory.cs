@@ -2,10 +2,12 @@ using TorchSharp;
 
 namespace GqaTransformer;
 
-/// <summary>What libtorch's CUDA caching allocator holds on one device, in bytes.</summary>
+/// <summary>What libtorch's CUDA caching allocator holds on one device, and what the driver has left, in bytes.</summary>
 /// <param name="AllocatedBytes">Bytes held by live tensors (<c>torch.cuda.memory_allocated</c>).</param>
 /// <param name="ReservedBytes">Bytes the allocator has taken from the driver, in use or cached (<c>torch.cuda.memory_reserved</c>).</param>
-public readonly record struct CudaMemoryStats(long AllocatedBytes, long ReservedBytes);
+/// <param name="FreeBytes">Bytes the driver has free on the device, for every process (<c>torch.cuda.mem_get_info()[0]</c>).</param>
+/// <param name="TotalBytes">The device's memory (<c>torch.cuda.mem_get_info()[1]</c>).</param>
+public readonly record struct CudaMemoryStats(long AllocatedBytes, long ReservedBytes, long FreeBytes, long TotalBytes);
 
 /// <summary>
 /// The CUDA memory counters TorchSharp 0.107 does not bind (<c>torch.cuda.memory_allocated</c>, <c>memory_reserved</c>,
@@ -17,7 +19,7 @@ public static unsafe class CudaMemory
     /// <summary>Why the counters cannot be read here, or null when they can (CUDA, and the shim loaded with them).</summary>
     public static string? UnavailableReason
         => CudaGraphs.Library is not { } library ? CudaGraphs.UnavailableReason ?? "the native shim is not loaded"
-         : library.Memory == null || library.EmptyCache == null ? "the native shim was built before it had memory counters; rebuild it (native/build.sh)"
+         : library.Memory == null || library.EmptyCache == null || library.MemGetInfo == null ? "the native shim was built before it had memory counters; rebuild it (native/build.sh)"
          : null;
 
     /// <summary>Whether <see cref="GetStats"/> and <see cref="EmptyCache"/> work in this process.</summary>
@@ -36,10 +38,10 @@ public static unsafe class CudaMemory
         // libtorch sets its allocator up at the first CUDA tensor and refuses to report before; an empty one allocates nothing.
         using (torch.empty(0, device: cudaDevice)) { }
         torch.cuda.synchronize(cudaDevice);
-        long allocated, reserved;
-        if (library.Memory(device, &allocated, &reserved) != 0)
+        long allocated, reserved, free, total;
+        if (library.Memory(device, &allocated, &reserved) != 0 || library.MemGetInfo(device, &free, &total) != 0)
             throw new InvalidOperationException($"Reading CUDA memory counters failed: {library.LastError}.");
-        return new CudaMemoryStats(allocated, reserved);
+        return new CudaMemoryStats(allocated, reserved, free, total);
     }
 
     /// <summary>Gives the allocator's cached, unused blocks back to the driver (<c>torch.cuda.empty_cache</c>).</summary>
