@@ -61,6 +61,10 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         [CommandOption("--device <DEVICE>")][Description("cpu (default) or cuda.")][DefaultValue("cpu")]
         public string Device { get; init; } = "cpu";
 
+        /// <summary>Device map.</summary>
+        [CommandOption("--device-map <MAP>")][Description("Spread the model over devices instead of --device: auto, or DEVICE=LAYERS pairs such as cuda:0=12,cpu=10.")]
+        public string? DeviceMap { get; init; }
+
         /// <summary>Element type.</summary>
         [CommandOption("--dtype <DTYPE>")][Description("fp32 (default), bf16 or fp16.")][DefaultValue("fp32")]
         public string Dtype { get; init; } = "fp32";
@@ -97,6 +101,7 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         {
             if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model DIR is required.");
             if (CudaGraphs is not ("on" or "off")) return ValidationResult.Error($"--cuda-graphs must be on or off, but was '{CudaGraphs}'.");
+            if (DeviceMap is not null && Device != "cpu") return ValidationResult.Error("Give --device or --device-map, not both.");
             try
             {
                 ToOptions().Validate();
@@ -115,7 +120,6 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var options = settings.ToOptions();
-        var device = Parsing.Device(settings.Device);
         var dtype = Parsing.Dtype(settings.Dtype);
         var cacheDtype = settings.CacheDtype is null ? dtype : Parsing.Dtype(settings.CacheDtype);
         Tokenizer? tokenizer = settings.Tokenizer is null ? null : TextGeneration.LoadTokenizer(settings.Tokenizer);
@@ -124,8 +128,9 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
             : Parsing.IntList(settings.Ids!, "--ids");
         if (prompt.Count == 0) throw new ArgumentException("The prompt holds no token.");
 
-        using var model = DecoderModel.FromPretrained(settings.Model!, dtype, device);
-        if (device.type == TorchSharp.DeviceType.CUDA && options.UseCudaGraphs && !settings.Quiet)
+        using var model = Parsing.LoadModel(settings.Model!, dtype, settings.Device, settings.DeviceMap, 1, prompt.Count + options.MaxNewTokens);
+        var device = model.Device;
+        if (device.type == TorchSharp.DeviceType.CUDA && options.UseCudaGraphs && settings.DeviceMap is null && !settings.Quiet)
             errors.Console.MarkupLineInterpolated($"[grey]CUDA graphs: {GqaTransformer.CudaGraphs.UnavailableReason ?? "on"}[/]");
         options = WithinPositions(options, prompt.Count, model.Config.MaxPositionEmbeddings, settings.Quiet);
         using var generator = new TokenGenerator(model);
@@ -168,6 +173,8 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
             Parsing.Size(cacheBytes));
         errors.Console.Write(table);
         errors.Console.MarkupLineInterpolated($"[grey]KV cache: {Parsing.KvHeads(model.Config.NumKeyValueHeads)}, {Parsing.DtypeName(cacheDtype)}.[/]");
+        if (settings.DeviceMap is not null)
+            errors.Console.MarkupLineInterpolated($"[grey]Device map: {model.DeviceMap} (CUDA graphs off across devices).[/]");
         return 0;
     }
 

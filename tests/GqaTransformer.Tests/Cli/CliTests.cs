@@ -374,4 +374,20 @@ public class CliTests
         raisedErr.Should().Contain("Only user turns, please.");
         Run("template", "--model", fixture.Path, "--messages", Path.Combine(fixture.Path, "missing.json")).Output.Should().Contain("does not exist");
     }
+
+    [Fact]
+    public void Generate_and_verify_take_a_device_map()
+    {
+        string model = Fixtures.HfTiny("llama_gqa");
+        var (plainCode, plain, _) = RunSplit(240, "generate", "--model", model, "--ids", "5,9,13", "--max-new", "6", "--quiet");
+        var (mappedCode, mapped, _) = RunSplit(240, "generate", "--model", model, "--ids", "5,9,13", "--max-new", "6", "--quiet", "--device-map", "cpu=1,cpu=1");
+        plainCode.Should().Be(0);
+        mappedCode.Should().Be(0);
+        mapped.Should().Be(plain);
+        var (code, output) = Run("verify", "--model", model, "--reference", Path.Combine(model, "expected.safetensors"), "--device-map", "cpu=1,cpu=1");
+        code.Should().Be(0, output);
+        output.Should().Contain("PASS");
+        Run("verify", "--model", model, "--reference", Path.Combine(model, "expected.safetensors"), "--device-map", "cpu=3").Output.Should().Contain("places 3 layers, but the model has 2");
+        Run("generate", "--model", model, "--ids", "5", "--device", "cuda", "--device-map", "cpu=2").Output.Should().Contain("Give --device or --device-map, not both.");
+    }
 }
