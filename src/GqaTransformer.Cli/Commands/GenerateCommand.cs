@@ -53,6 +53,14 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         [CommandOption("--repetition-penalty <X>")][Description("1 is off.")][DefaultValue(1.0)]
         public double RepetitionPenalty { get; init; } = 1.0;
 
+        /// <summary>Frequency penalty.</summary>
+        [CommandOption("--frequency-penalty <X>")][Description("Lower each generated token's logit by X per time generated (OpenAI's, vLLM's); in [-2, 2], 0 is off.")][DefaultValue(0.0)]
+        public double FrequencyPenalty { get; init; }
+
+        /// <summary>Presence penalty.</summary>
+        [CommandOption("--presence-penalty <X>")][Description("Lower the logit of every token generated so far by X; in [-2, 2], 0 is off.")][DefaultValue(0.0)]
+        public double PresencePenalty { get; init; }
+
         /// <summary>Seed.</summary>
         [CommandOption("--seed <N>")][Description("Seed for reproducible sampling.")]
         public ulong? Seed { get; init; }
@@ -87,12 +95,14 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
             [nameof(GenerationOptions.MaxNewTokens)] = "--max-new-tokens", [nameof(GenerationOptions.Temperature)] = "--temperature",
             [nameof(GenerationOptions.TopK)] = "--top-k", [nameof(GenerationOptions.TopP)] = "--top-p",
             [nameof(GenerationOptions.RepetitionPenalty)] = "--repetition-penalty",
+            [nameof(GenerationOptions.FrequencyPenalty)] = "--frequency-penalty", [nameof(GenerationOptions.PresencePenalty)] = "--presence-penalty",
         };
 
         /// <summary>The generation options these settings ask for.</summary>
         internal GenerationOptions ToOptions() => new()
         {
-            MaxNewTokens = MaxNew, Temperature = Temperature, TopK = TopK, TopP = TopP, RepetitionPenalty = RepetitionPenalty, Seed = Seed,
+            MaxNewTokens = MaxNew, Temperature = Temperature, TopK = TopK, TopP = TopP, RepetitionPenalty = RepetitionPenalty,
+            FrequencyPenalty = FrequencyPenalty, PresencePenalty = PresencePenalty, Seed = Seed,
             UseCudaGraphs = Parsing.OnOff(CudaGraphs, "--cuda-graphs"),
         };
 

@@ -166,6 +166,8 @@ public sealed class GqaChatClient : IChatClient
                 TopP = options.TopP ?? result.TopP,
                 TopK = options.TopK ?? result.TopK,
                 Seed = options.Seed is { } seed ? unchecked((ulong)seed) : result.Seed,
+                FrequencyPenalty = options.FrequencyPenalty ?? result.FrequencyPenalty,
+                PresencePenalty = options.PresencePenalty ?? result.PresencePenalty,
             };
         }
         try
@@ -199,7 +201,7 @@ public sealed class GqaChatClient : IChatClient
         for (int step = 0; step < Math.Min(options.MaxNewTokens, room); step++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            int next = Forward(feed, sampler);
+            int next = Forward(feed, sampler, options, prompt, generated);
             _cached.AddRange(feed);
             if (stopIds.Contains(next)) { finish = ChatFinishReason.Stop; break; }
             generated.Add(next);
@@ -247,15 +249,32 @@ public sealed class GqaChatClient : IChatClient
         return n;
     }
 
-    /// <summary>Reads <paramref name="tokens"/> into the cache and picks the next token.</summary>
-    private int Forward(List<int> tokens, TokenSampler sampler)
+    /// <summary>
+    /// Reads <paramref name="tokens"/> into the cache and picks the next token, with the repetition penalty over the
+    /// prompt and the reply so far and the frequency and presence penalties over the reply, as <see cref="TokenGenerator"/>.
+    /// </summary>
+    private int Forward(List<int> tokens, TokenSampler sampler, GenerationOptions options, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
         using var scope = NewDisposeScope();
         try
         {
             var ids = tensor(tokens.Select(t => (long)t).ToArray(), device: _model.Device).view(1, tokens.Count);
             var logits = _model.forward(ids, _cache, lastTokenOnly: true).squeeze(1);   // [1, vocab]
-            return (int)sampler.Sample(logits)[0];
+            int vocab = _model.Config.VocabSize;
+            Tensor? seen = null, counts = null;
+            if (options.RepetitionPenalty != 1.0)
+            {
+                var mask = new bool[vocab];
+                foreach (int t in prompt.Concat(generated)) mask[t] = true;
+                seen = tensor(mask).view(1, vocab);
+            }
+            if (options.FrequencyPenalty != 0 || options.PresencePenalty != 0)
+            {
+                var times = new float[vocab];
+                foreach (int t in generated) times[t]++;
+                counts = tensor(times).view(1, vocab);
+            }
+            return (int)sampler.Sample(logits, seen, counts)[0];
         }
         catch
         {

@@ -21,6 +21,18 @@ public sealed record GenerationOptions
     /// <summary>HF's repetition penalty: logits of tokens already in the sequence are divided by it (multiplied if negative). 1 disables it.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
 
+    /// <summary>
+    /// OpenAI's and vLLM's frequency penalty: each token's logit is lowered by this times the number of times the sequence
+    /// has generated it (the prompt not counted). In [-2, 2]; 0 disables it.
+    /// </summary>
+    public double FrequencyPenalty { get; init; }
+
+    /// <summary>
+    /// OpenAI's and vLLM's presence penalty: the logit of each token the sequence has generated at least once is lowered
+    /// by this. In [-2, 2]; 0 disables it.
+    /// </summary>
+    public double PresencePenalty { get; init; }
+
     /// <summary>Seed of the sampler; the same seed gives the same tokens (on the CPU). Null: a random seed.</summary>
     public ulong? Seed { get; init; }
 
@@ -50,6 +62,10 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, $"TopP must be in (0, 1], but was {TopP}.");
         if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, $"RepetitionPenalty must be a positive finite number, but was {RepetitionPenalty}.");
+        if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2))
+            throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), FrequencyPenalty, $"FrequencyPenalty must be in [-2, 2], but was {FrequencyPenalty}.");
+        if (!(PresencePenalty >= -2 && PresencePenalty <= 2))
+            throw new ArgumentOutOfRangeException(nameof(PresencePenalty), PresencePenalty, $"PresencePenalty must be in [-2, 2], but was {PresencePenalty}.");
         return this;
     }
 }

@@ -16,6 +16,7 @@ public sealed class GenerationSession : IDisposable
     private Tensor? _attentionMask;   // [B, tokens so far], 1 = token, 0 = padding; null while nothing is padded
     private long[] _nextPositions = []; // per sequence
     private readonly bool[] _seenTokens;
+    private readonly List<int>[] _generated; // tokens fed back after the prompt: what each sequence has generated
     private readonly bool _useCudaGraphs;
     private CudaGraphDecoder? _graphs;  // set at the first decode step when graphs are used
     private readonly CudaGraphDecoder? _lentGraphs; // a decoder (and its cache) lent by a TokenGenerator, kept after the session
@@ -45,6 +46,7 @@ public sealed class GenerationSession : IDisposable
         _ownsCache = cache is null;
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
+        _generated = Enumerable.Range(0, batchSize).Select(_ => new List<int>()).ToArray();
         _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && !model.IsDeviceMapped && CudaGraphs.IsAvailable;
     }
 
@@ -73,6 +75,19 @@ public sealed class GenerationSession : IDisposable
 
     /// <summary>Which tokens each sequence has seen so far, [B, vocab] (for the repetition penalty).</summary>
     public Tensor SeenTokens() => tensor(_seenTokens).view(BatchSize, _model.Config.VocabSize);
+
+    /// <summary>
+    /// How often each token was generated so far in each sequence, [B, vocab] float32 on the CPU (the prompt not counted,
+    /// as vLLM counts for its frequency and presence penalties).
+    /// </summary>
+    public Tensor GeneratedTokenCounts()
+    {
+        int vocab = _model.Config.VocabSize;
+        var counts = new float[BatchSize * (long)vocab];
+        for (int b = 0; b < BatchSize; b++)
+            foreach (int token in _generated[b]) counts[b * (long)vocab + token]++;
+        return tensor(counts).view(BatchSize, vocab);
+    }
 
     /// <summary>
     /// Runs the prompts (one per sequence, lengths may differ: shorter ones are left-padded) in one forward and
@@ -157,7 +172,11 @@ public sealed class GenerationSession : IDisposable
         for (int b = 0; b < BatchSize; b++)
             if (tokens[b] < 0 || tokens[b] >= _model.Config.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(tokens), tokens[b], $"Token ids must be in [0, {_model.Config.VocabSize}), but sequence {b} got {tokens[b]}.");
-        for (int b = 0; b < BatchSize; b++) _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
+        for (int b = 0; b < BatchSize; b++)
+        {
+            _seenTokens[b * (long)_model.Config.VocabSize + tokens[b]] = true;
+            _generated[b].Add((int)tokens[b]);
+        }
         if (_useCudaGraphs)
         {
             if (_graphs is null)

@@ -113,6 +113,7 @@ public sealed class TokenGenerator : IDisposable
             : new GenerationSession(Model, prompts.Count, capacity, cache, options.UseCudaGraphs); // its cache allocates in a scope of its own
         using var sampler = new TokenSampler(options);
         bool penalise = options.RepetitionPenalty != 1.0;
+        bool penaliseCounts = options.FrequencyPenalty != 0 || options.PresencePenalty != 0;
         var finished = new bool[prompts.Count];
         var fed = new long[prompts.Count];
 
@@ -127,7 +128,8 @@ public sealed class TokenGenerator : IDisposable
             {
                 var logits = produced == 0 ? session.PrefillOnDevice(prompts) : session.DecodeStepOnDevice(fed); // [B, V] on the device
                 using var seen = penalise ? session.SeenTokens() : null;
-                chosen = sampler.Sample(logits, seen);
+                using var counts = penaliseCounts ? session.GeneratedTokenCounts() : null;
+                chosen = sampler.Sample(logits, seen, counts);
             }
             var step = new int?[prompts.Count];
             for (int b = 0; b < chosen.Length; b++)

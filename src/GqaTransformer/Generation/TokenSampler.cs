@@ -4,8 +4,8 @@ using static TorchSharp.torch;
 namespace GqaTransformer;
 
 /// <summary>
-/// Turns next-token logits into token ids, in HF's order: repetition penalty, temperature, top-k, top-p, then
-/// argmax (greedy) or a draw from the distribution with a seeded CPU generator.
+/// Turns next-token logits into token ids, in HF's order: repetition penalty (then vLLM's frequency and presence
+/// penalties), temperature, top-k, top-p, then argmax (greedy) or a draw from the distribution with a seeded CPU generator.
 /// </summary>
 public sealed class TokenSampler : IDisposable
 {
@@ -23,23 +23,33 @@ public sealed class TokenSampler : IDisposable
 
     /// <summary>
     /// Picks one token per row of <paramref name="logits"/> [B, V], on any device. <paramref name="seen"/> [B, V] bool
-    /// marks tokens already in each sequence (for the repetition penalty); null when the penalty is off. Greedy choice
-    /// without a penalty takes the argmax where the logits are and copies only the ids; the rest runs on the CPU in float32.
+    /// marks tokens already in each sequence (for the repetition penalty); null when the penalty is off.
+    /// <paramref name="generatedCounts"/> [B, V] counts each sequence's generated tokens (for the frequency and presence
+    /// penalties; <see cref="GenerationSession.GeneratedTokenCounts"/>); null when they are off. Greedy choice without a
+    /// penalty takes the argmax where the logits are and copies only the ids; the rest runs on the CPU in float32.
     /// </summary>
-    public long[] Sample(Tensor logits, Tensor? seen = null)
+    public long[] Sample(Tensor logits, Tensor? seen = null, Tensor? generatedCounts = null)
     {
         Guard.Rank(logits, 2, nameof(logits), "[batch, vocab]");
         using var scope = NewDisposeScope();
         if (!isfinite(logits).all().item<bool>())
             throw new NonFiniteLogitsException();
         bool penalise = _options.RepetitionPenalty != 1.0 && seen is not null;
-        if (!_options.IsSampling && !penalise)
+        bool penaliseCounts = (_options.FrequencyPenalty != 0 || _options.PresencePenalty != 0) && generatedCounts is not null;
+        if (generatedCounts is not null && !generatedCounts.shape.SequenceEqual(logits.shape))
+            throw new ArgumentException($"generatedCounts must be [{string.Join(", ", logits.shape)}] like the logits, but is {Guard.Shape(generatedCounts)}.", nameof(generatedCounts));
+        if (!_options.IsSampling && !penalise && !penaliseCounts)
             return logits.argmax(-1).to(CPU).data<long>().ToArray();  // float32 and bf16 share their argmax (the widening is exact)
         var scores = logits.to(ScalarType.Float32, CPU);
         if (penalise)
         {
             var penalised = where(scores < 0, scores * _options.RepetitionPenalty, scores / _options.RepetitionPenalty);
             scores = where(seen!.to(CPU), penalised, scores);
+        }
+        if (penaliseCounts)
+        {
+            var counts = generatedCounts!.to(ScalarType.Float32, CPU);
+            scores = scores - counts * _options.FrequencyPenalty - (counts > 0).to(ScalarType.Float32) * _options.PresencePenalty;
         }
         if (!_options.IsSampling)
             return scores.argmax(-1).data<long>().ToArray();

@@ -15,13 +15,13 @@ public class GqaChatClientTests
 {
     private static readonly ChatMessage[] FirstTurn = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "hello there")];
 
-    private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens)
+    private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens, GenerationOptions? options = null)
     {
         var tokenizer = HfTokenizer.FromFile(directory);
         string prompt = ChatTemplate.Parse(ChatFixture.Template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
         using var model = DecoderModel.FromPretrained(directory);
         using var generator = new TokenGenerator(model);
-        var ids = generator.Generate(tokenizer.Encode(prompt, addSpecialTokens: false), new GenerationOptions { MaxNewTokens = maxTokens, StopTokenIds = [2] });
+        var ids = generator.Generate(tokenizer.Encode(prompt, addSpecialTokens: false), (options ?? new GenerationOptions()) with { MaxNewTokens = maxTokens, StopTokenIds = [2] });
         return tokenizer.Decode(ids.Where(id => id != 2), skipSpecialTokens: true);
     }
 
@@ -137,5 +137,24 @@ public class GqaChatClientTests
         var longChat = new[] { new ChatMessage(ChatRole.User, new string('x', 600)) };
         await FluentActions.Awaiting(() => client.GetResponseAsync(longChat)).Should().ThrowAsync<ArgumentException>().WithMessage("*larger capacity*");
         client.CachedTokens.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Frequency_presence_and_repetition_penalties_act_as_in_the_generator()
+    {
+        using var fixture = new ChatFixture();
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var plain = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24 });
+        var penalised = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24, FrequencyPenalty = 2f, PresencePenalty = 0.5f });
+        penalised.Text.Should().Be(Independent(fixture.Path, FirstTurn, 24, new GenerationOptions { FrequencyPenalty = 2, PresencePenalty = 0.5 }));
+        penalised.Text.Should().NotBe(plain.Text);
+        // a repetition penalty from the defaults (generation_config.json's) counts the prompt too
+        var defaults = new GenerationOptions { RepetitionPenalty = 1.8, StopTokenIds = [2] };
+        using var model = DecoderModel.FromPretrained(fixture.Path);
+        using var repeating = new GqaChatClient(model, HfTokenizer.FromFile(fixture.Path), ChatTemplate.Parse(ChatFixture.Template), defaults: defaults);
+        (await repeating.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 24 })).Text
+            .Should().Be(Independent(fixture.Path, FirstTurn, 24, defaults));
+        var bad = () => client.GetResponseAsync(FirstTurn, new ChatOptions { FrequencyPenalty = 3f });
+        (await bad.Should().ThrowAsync<ArgumentException>()).Where(e => e.Message.Contains("FrequencyPenalty"));
     }
 }

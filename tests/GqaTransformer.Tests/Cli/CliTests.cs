@@ -390,4 +390,15 @@ public class CliTests
         Run("verify", "--model", model, "--reference", Path.Combine(model, "expected.safetensors"), "--device-map", "cpu=3").Output.Should().Contain("places 3 layers, but the model has 2");
         Run("generate", "--model", model, "--ids", "5", "--device", "cuda", "--device-map", "cpu=2").Output.Should().Contain("Give --device or --device-map, not both.");
     }
+
+    [Fact]
+    public void Generate_takes_frequency_and_presence_penalties_in_range()
+    {
+        string model = Fixtures.HfTiny("llama_gqa");
+        var (_, plain, _) = RunSplit(240, "generate", "--model", model, "--ids", "5,9,13", "--max-new", "12", "--quiet");
+        var (code, penalised, _) = RunSplit(240, "generate", "--model", model, "--ids", "5,9,13", "--max-new", "12", "--quiet", "--frequency-penalty", "1.5");
+        code.Should().Be(0);
+        penalised.Should().NotBe(plain);
+        Run("generate", "--model", model, "--ids", "5", "--presence-penalty", "3").Output.Should().Contain("--presence-penalty must be in [-2, 2], but was 3.");
+    }
 }

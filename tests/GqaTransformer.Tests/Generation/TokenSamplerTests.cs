@@ -65,4 +65,27 @@ public class TokenSamplerTests
         var negatives = tensor(new float[] { -3f, -1.0f, -2f, -0.5f }).view(1, 4);
         penalised.Sample(negatives, tensor(new[] { false, false, false, true }).view(1, 4)).Should().Equal(1);
     }
+
+    [Fact]
+    public void Frequency_and_presence_penalties_lower_generated_tokens_by_count_and_by_presence()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 3.0f, 2.6f, 2.0f, 1.0f }).view(1, 4);
+        var counts = tensor(new float[] { 2, 1, 0, 0 }).view(1, 4);
+        // textbook: logit - frequency * count - presence * [count > 0]
+        float[] Penalised(double frequency, double presence)
+            => new[] { 3.0f, 2.6f, 2.0f, 1.0f }.Select((l, i) => (float)(l - frequency * new[] { 2, 1, 0, 0 }[i] - presence * (i < 2 ? 1 : 0))).ToArray();
+        foreach (var (frequency, presence) in new[] { (0.3, 0.0), (0.0, 0.7), (0.2, 0.2), (-0.5, 0.0) })
+        {
+            using var sampler = new TokenSampler(new GenerationOptions { FrequencyPenalty = frequency, PresencePenalty = presence });
+            long expected = Array.IndexOf(Penalised(frequency, presence), Penalised(frequency, presence).Max());
+            sampler.Sample(logits, generatedCounts: counts).Should().Equal([expected], $"frequency {frequency}, presence {presence}");
+        }
+        using var off = new TokenSampler(new GenerationOptions { FrequencyPenalty = 0.3 });
+        off.Sample(logits).Should().Equal(0);   // no counts given: nothing to penalise
+        var badShape = () => off.Sample(logits, generatedCounts: zeros(1, 3));
+        badShape.Should().Throw<ArgumentException>().WithParameterName("generatedCounts");
+        var outOfRange = () => new GenerationOptions { PresencePenalty = 2.5 }.Validate();
+        outOfRange.Should().Throw<ArgumentOutOfRangeException>().WithParameterName("PresencePenalty");
+    }
 }
