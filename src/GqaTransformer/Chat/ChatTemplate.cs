@@ -35,13 +35,20 @@ public sealed class ChatTemplate
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         string configPath = Path.Combine(directory, "tokenizer_config.json"), jinjaPath = Path.Combine(directory, "chat_template.jinja");
-        string? source = File.Exists(jinjaPath) ? File.ReadAllText(jinjaPath) : null;
+        return FromFiles(File.Exists(configPath) ? File.ReadAllText(configPath) : null, File.Exists(jinjaPath) ? File.ReadAllText(jinjaPath) : null,
+            configPath, directory);
+    }
+
+    /// <summary>The template of a tokenizer_config.json's text and a chat_template.jinja's (either may be null; the .jinja file wins).</summary>
+    internal static ChatTemplate FromFiles(string? configJson, string? jinja, string configPath, string directory)
+    {
+        string? source = jinja;
         string? bos = null, eos = null;
-        if (File.Exists(configPath))
+        if (configJson is not null)
         {
             try
             {
-                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(configPath), new System.Text.Json.JsonDocumentOptions { MaxDepth = 64 });
+                using var doc = System.Text.Json.JsonDocument.Parse(configJson, new System.Text.Json.JsonDocumentOptions { MaxDepth = 64 });
                 var root = doc.RootElement;
                 bos = TokenText(root, "bos_token");
                 eos = TokenText(root, "eos_token");

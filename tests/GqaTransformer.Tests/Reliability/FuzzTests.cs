@@ -107,6 +107,23 @@ public class FuzzTests
     }
 
     [Fact]
+    public void Tokenizer_config_json_gives_a_template_or_is_refused_by_name()
+    {
+        byte[][] seeds = [File.ReadAllBytes(Path.Combine(Fixtures.Root, "chat-tiny", "tokenizer_config.json")),
+                          Encoding.UTF8.GetBytes("""
+                              {"added_tokens_decoder": {"128000": {"content": "<|begin_of_text|>", "special": true}},
+                               "bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "model_max_length": 131072,
+                               "chat_template": [{"name": "default", "template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"},
+                                                 {"name": "tool_use", "template": "{{ tools | tojson }}"}]}
+                              """)];
+        Fuzz(seeds, bytes =>
+        {
+            var template = ChatTemplate.FromFiles(Encoding.UTF8.GetString(bytes), null, "fuzz/tokenizer_config.json", "fuzz");
+            template.Render([("user", "hi")], addGenerationPrompt: true);
+        }, typeof(InvalidDataException), typeof(ChatTemplateException));
+    }
+
+    [Fact]
     public void Chat_templates_render_or_fail_with_a_template_error()
     {
         string directory = Path.Combine(Fixtures.Root, "chat-templates");
