@@ -3,12 +3,7 @@
 # machine's own PyTorch CUDA libraries. Checks parity with every transformers fixture on CUDA, runs the attention
 # benchmark there, and PyTorch's own numbers for the same shapes.
 set -uo pipefail
-pkg=${1:-.device/gqa.tar.xz}
-work=$(mktemp -d)
-tar xJf "$pkg" -C "$work"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
-gqa="$work/gqa/gqa"
+source "$(dirname "$0")/gpu_env.sh"
 data=tests/GqaTransformer.Tests/TestData
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # Every reference on CUDA, and on the machine's own CPU: an Intel Xeon with AVX-512, so the managed decode paths

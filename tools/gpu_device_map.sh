@@ -3,12 +3,7 @@
 # boundary) checked against transformers' logits and greedy tokens, as tools/gpu_check.sh does for one device, and an
 # automatic map fitted to the GPU's free memory. Takes the packed self-contained gqa (as tools/gpu_check.sh).
 set -uo pipefail
-pkg=${1:-.device/gqa.tar.xz}
-work=$(mktemp -d)
-tar xJf "$pkg" -C "$work"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
-gqa="$work/gqa/gqa"
+source "$(dirname "$0")/gpu_env.sh"
 data=tests/GqaTransformer.Tests/TestData
 pass=0; fail=0
 check() {

@@ -4,12 +4,7 @@
 # decode of the 1.1B shape with graphs off and on; PyTorch eager and compiled (CUDA graphs) on the same shapes.
 # Env: SKIP_VERIFY=1, SKIP_BENCH=1, GRAPHS="on" (bench one mode), SKIP_B32=1, SKIP_TORCH_REFERENCE=1.
 set -uo pipefail
-pkg=${1:-.device/gqa.tar.xz}
-work=$(mktemp -d)
-tar xJf "$pkg" -C "$work"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
-gqa="$work/gqa/gqa"
+source "$(dirname "$0")/gpu_env.sh"
 data=tests/GqaTransformer.Tests/TestData
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "${SKIP_VERIFY:-0}" != 1 ]; then

@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine: load, generate and dispose a checkpoint 20 times with `gqa soak`, which exits 1 unless the
-# CUDA allocator's bytes come back to where they started (docs/reliability.md). Takes the packed self-contained gqa
-# (as tools/gpu_check.sh) and uses the shim at GQA_CUDA_GRAPHS_LIBRARY when set (a fresh native/build.sh output).
+# Runs on the GPU machine: load, generate and dispose a checkpoint 20 times with `gqa soak`, which exits 1 unless every
+# cycle after the first gives back the CUDA bytes it took (docs/reliability.md). Takes the packed self-contained gqa
+# (tools/gpu_env.sh) and uses the shim at GQA_CUDA_GRAPHS_LIBRARY when set (a fresh native/build.sh output).
 # Checkpoints: the tiny GQA fixture in fp32, and a Llama of the 1.1B shape with random weights saved by transformers in
 # bf16 (2.2 GB), with CUDA graphs on and off.
 set -uo pipefail
-pkg=${1:-.device/gqa.tar.xz}
-work=$(mktemp -d)
-tar xJf "$pkg" -C "$work"
-export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
-gqa="$work/gqa/gqa"
+source "$(dirname "$0")/gpu_env.sh"
 big="$work/llama-1.1b-random"
 python3 - "$big" <<'PY'
 import sys, torch
