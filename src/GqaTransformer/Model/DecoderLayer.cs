@@ -40,6 +40,12 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     /// <summary>The layer's feed-forward block.</summary>
     internal SwiGluMlp Mlp => _mlp;
 
+    /// <summary>The norm before attention (norm1).</summary>
+    internal RmsNorm InputNorm => _inputNorm;
+
+    /// <summary>The norm before the feed-forward block (norm2).</summary>
+    internal RmsNorm PostAttentionNorm => _postAttentionNorm;
+
     /// <summary>Causal self-attention block over x [B, T, hidden] at positions 0..T-1, no cache.</summary>
     public override Tensor forward(Tensor x)
     {
