@@ -48,7 +48,11 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
         [CommandOption("--profile")][Description("With --model: time the parts of one decode step (whole forward, one layer, attention, MLP), each synchronised.")]
         public bool Profile { get; init; }
 
-        /// <summary>Decode steps for --model.</summary>
+        /// <summary>GPUs the layers are spread over, with --model.</summary>
+        [CommandOption("--devices <N>")][Description("With --model on CUDA: spread the layers over the first N GPUs (a device map; each GPU holds its layers' part of the cache). Default 1.")][DefaultValue(1)]
+        public int Devices { get; init; } = 1;
+
+        /// <summary>Decode steps with --model.</summary>
         [CommandOption("--new-tokens <N>")][Description("Decode steps with --model. Default 128.")][DefaultValue(128)]
         public int NewTokens { get; init; } = 128;
 
@@ -61,6 +65,8 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
             => CudaGraphs is not ("on" or "off") ? ValidationResult.Error($"--cuda-graphs must be on or off, but was '{CudaGraphs}'.")
              : Iterations < 1 ? ValidationResult.Error("--iterations must be positive.")
              : Batch < 1 ? ValidationResult.Error("--batch must be positive.")
+             : Devices < 1 ? ValidationResult.Error($"--devices must be positive, but was {Devices}.")
+             : Devices > 1 && !Model ? ValidationResult.Error("--devices needs --model.")
              : ValidationResult.Success();
     }
 
@@ -78,7 +84,7 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
         var table = Tables.Create($"Whole-model decode, 1.1B Llama shape, batch {settings.Batch}, {Parsing.DtypeName(dtype)}, {device}, {settings.NewTokens} new tokens, graphs {settings.CudaGraphs}")
             .AddColumn(Tables.Left("prompt")).AddColumn(Tables.Left("kv heads")).AddColumn(Tables.Right("prefill ms"))
             .AddColumn(Tables.Right("decode ms/step")).AddColumn(Tables.Right("decode tok/s"))
-            .AddColumn(Tables.Right("vs MHA")).AddColumn(Tables.Right("KV cache"));
+            .AddColumn(Tables.Right("vs MHA")).AddColumn(Tables.Right("KV cache")).AddColumn(Tables.Right("KV per GPU"));
         foreach (int context in contexts)
         {
             double? mha = null;
@@ -86,7 +92,8 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 manual_seed(1);
-                using var model = new DecoderModel(OneBillion(kv), dtype, device);
+                using var model = settings.Devices == 1 ? new DecoderModel(OneBillion(kv), dtype, device)
+                    : new DecoderModel(OneBillion(kv), dtype, EvenMap(OneBillion(kv).NumHiddenLayers, settings.Devices));
                 model.eval();
                 using var session = new GenerationSession(model, settings.Batch, context + settings.NewTokens + 1, useCudaGraphs: settings.CudaGraphs == "on");
                 var random = new Random(3);
@@ -111,7 +118,7 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
                 mha ??= kv == 32 ? tokensPerSecond : null;
                 table.AddRow($"{context}", $"{kv}", prefillMs.ToString("0.0", CultureInfo.InvariantCulture), stepMs.ToString("0.00", CultureInfo.InvariantCulture),
                     tokensPerSecond.ToString("0.0", CultureInfo.InvariantCulture), mha is { } m ? (tokensPerSecond / m).ToString("0.00x", CultureInfo.InvariantCulture) : "-",
-                    Parsing.Size(session.Cache.SizeInBytes));
+                    Parsing.Size(session.Cache.SizeInBytes), Parsing.Size(KvPerDevice(session.Cache, model.DeviceMap)));
             }
         }
         console.Write(table);
@@ -119,6 +126,18 @@ public sealed class BenchCommand(IAnsiConsole console, ErrorConsole errors) : Co
     }
 
     private const int WarmUpSteps = 3;
+
+    /// <summary>The layers split evenly over the first <paramref name="devices"/> GPUs, in order.</summary>
+    private static DeviceMap EvenMap(int layers, int devices)
+    {
+        if (devices > TorchSharp.torch.cuda.device_count())
+            throw new ArgumentException($"--devices {devices} needs {devices} CUDA devices, but TorchSharp finds {TorchSharp.torch.cuda.device_count()}.");
+        return DeviceMap.Parse(string.Join(",", Enumerable.Range(0, devices).Select(d => $"cuda:{d}={layers / devices + (d < layers % devices ? 1 : 0)}")), layers);
+    }
+
+    /// <summary>The cache bytes on the device that holds the most layers.</summary>
+    private static long KvPerDevice(KvCache cache, DeviceMap map)
+        => cache.SizeInBytes / map.Layers.Count * map.Layers.GroupBy(d => d.ToString()).Max(g => g.Count());
 
     private void ProfileStep(DecoderModel model, KvCache cache, Device device)
     {

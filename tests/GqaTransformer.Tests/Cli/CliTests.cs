@@ -401,4 +401,14 @@ public class CliTests
         penalised.Should().NotBe(plain);
         Run("generate", "--model", model, "--ids", "5", "--presence-penalty", "3").Output.Should().Contain("--presence-penalty must be in [-2, 2], but was 3.");
     }
+
+    [Fact]
+    public void Bench_devices_needs_the_model_and_as_many_gpus()
+    {
+        Run("bench", "--devices", "2").Output.Should().Contain("--devices needs --model.");
+        Run("bench", "--devices", "0", "--model").Output.Should().Contain("--devices must be positive, but was 0.");
+        if (!TorchSharp.torch.cuda.is_available())
+            Run("bench", "--model", "--devices", "2", "--context", "8", "--new-tokens", "4", "--kv-heads", "8").Output
+                .Should().Contain("--devices 2 needs 2 CUDA devices, but TorchSharp finds 0.");
+    }
 }
