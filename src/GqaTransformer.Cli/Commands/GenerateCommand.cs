@@ -54,11 +54,11 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         public double RepetitionPenalty { get; init; } = 1.0;
 
         /// <summary>Frequency penalty.</summary>
-        [CommandOption("--frequency-penalty <X>")][Description("Lower each generated token's logit by X per time generated (OpenAI's, vLLM's); in [-2, 2], 0 is off.")][DefaultValue(0.0)]
+        [CommandOption("--frequency-penalty <X>")][Description("Lower each generated token's logit by X per time generated (OpenAI's, vLLM's), from -2 to 2; 0 is off.")][DefaultValue(0.0)]
         public double FrequencyPenalty { get; init; }
 
         /// <summary>Presence penalty.</summary>
-        [CommandOption("--presence-penalty <X>")][Description("Lower the logit of every token generated so far by X; in [-2, 2], 0 is off.")][DefaultValue(0.0)]
+        [CommandOption("--presence-penalty <X>")][Description("Lower the logit of every token generated so far by X, from -2 to 2; 0 is off.")][DefaultValue(0.0)]
         public double PresencePenalty { get; init; }
 
         /// <summary>Seed.</summary>
