@@ -42,7 +42,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"dtype must be a floating-point type, but was {requested}.", nameof(dtype));
         if (deviceMap.Layers.Count != config.NumHiddenLayers)
             throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but the model has {config.NumHiddenLayers}.", nameof(deviceMap));
-        DeviceMap = deviceMap;
+        _map = deviceMap;
         _mapped = mapped && !deviceMap.IsSingleDevice;
         _model = new DecoderStack(config, deviceMap, dtype);
         _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, deviceMap.Head, dtype);
@@ -55,10 +55,14 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         return config.Validate().NumHiddenLayers;
     }
 
+    private readonly DeviceMap _map;
     private readonly bool _mapped;
 
-    /// <summary>Where the embedding, each layer and the head live (one device unless the model was made with a map).</summary>
-    public DeviceMap DeviceMap { get; }
+    /// <summary>
+    /// Where the embedding, each layer and the head live: the map the model was made with, or else every part on
+    /// <see cref="Device"/> (which follows <c>to(device)</c>; a model made with a map is not moved as a whole).
+    /// </summary>
+    public DeviceMap DeviceMap => _mapped ? _map : DeviceMap.Single(Device, Config.NumHiddenLayers);
 
     /// <summary>Whether the model spans several devices, so activations move between them and CUDA graphs are not used.</summary>
     internal bool IsDeviceMapped => _mapped;
@@ -219,7 +223,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
         if (cache is not null)
         {
-            cache.EnsureCompatible(Config, batch, DeviceMap.Layers);
+            cache.EnsureCompatible(Config, batch, (_mapped ? _map : DeviceMap.Single(device, Config.NumHiddenLayers)).Layers);
             cache.EnsureRoom(tokens);
         }
         if (attentionMask is not null)
