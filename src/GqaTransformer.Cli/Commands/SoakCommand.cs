@@ -67,11 +67,6 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
         bool cuda = device.type == DeviceType.CUDA;
         if (cuda && CudaMemory.UnavailableReason is { } reason)
             throw new InvalidOperationException($"gqa soak on CUDA reads the allocator's counters, and they are unavailable: {reason}.");
-        return Run(settings, device, dtype, prompt, options, cuda, cancellationToken);
-    }
-
-    private int Run(Settings settings, Device device, ScalarType dtype, int[] prompt, GenerationOptions options, bool cuda, CancellationToken cancellationToken)
-    {
         var table = Tables.Create().AddColumn(Tables.Right("cycle")).AddColumn(Tables.Right("live tensors"))
             .AddColumn(Tables.Right("RSS")).AddColumn(Tables.Right("CUDA allocated")).AddColumn(Tables.Right("CUDA reserved"));
         var start = Measure(cuda);
@@ -116,12 +111,22 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
         long rssGrowth = last.Rss - afterFirst.Rss, rssAllowed = Math.Max(afterFirst.Rss / 20, 64L << 20);
         bool held = extraTensors <= 0 && rssGrowth <= rssAllowed
                     && (!cuda || last.Cuda!.Value.AllocatedBytes == afterFirst.Cuda!.Value.AllocatedBytes);
-        string summary = FormattableString.Invariant(
-            $"cycles={settings.Cycles} tokens_per_cycle={firstTokens!.Length} parameters={parameters} live_tensors_growth={last.LiveTensors - afterFirst.LiveTensors} beyond_parameter_counts={extraTensors} rss_growth_after_cycle_1={rssGrowth} rss_growth_allowed={rssAllowed}");
+        // one key=value a line: no console wraps them
+        void Report(string key, long value) => console.WriteLine(FormattableString.Invariant($"{key}={value}"));
+        Report("cycles", settings.Cycles);
+        Report("tokens_per_cycle", firstTokens!.Length);
+        Report("parameters", parameters);
+        Report("live_tensors_growth", last.LiveTensors - afterFirst.LiveTensors);
+        Report("beyond_parameter_counts", extraTensors);
+        Report("rss_growth_after_cycle_1", rssGrowth);
+        Report("rss_growth_allowed", rssAllowed);
         if (cuda)
-            summary += FormattableString.Invariant(
-                $" cuda_allocated_start={start.Cuda!.Value.AllocatedBytes} cuda_allocated_after_cycle_1={afterFirst.Cuda!.Value.AllocatedBytes} cuda_allocated_end={last.Cuda!.Value.AllocatedBytes} cuda_reserved_after_empty_cache={emptied.Cuda!.Value.ReservedBytes}");
-        foreach (string pair in summary.Split(' ')) console.WriteLine(pair);   // one key=value a line: no console wraps them
+        {
+            Report("cuda_allocated_start", start.Cuda!.Value.AllocatedBytes);
+            Report("cuda_allocated_after_cycle_1", afterFirst.Cuda!.Value.AllocatedBytes);
+            Report("cuda_allocated_end", last.Cuda!.Value.AllocatedBytes);
+            Report("cuda_reserved_after_empty_cache", emptied.Cuda!.Value.ReservedBytes);
+        }
         console.WriteLine($"result={(held ? "held" : "leaked")}");
         return held ? 0 : 1;
     }
