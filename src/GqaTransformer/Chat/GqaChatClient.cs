@@ -193,6 +193,11 @@ public sealed class GqaChatClient : IChatClient
         var stopIds = (options.StopTokenIds ?? []).ToHashSet();
         using var sampler = new TokenSampler(options);
         var generated = new List<int>();
+        // What the penalties read, kept up to date as tokens come, as GenerationSession keeps them.
+        int vocab = _model.Config.VocabSize;
+        bool[]? seen = options.PenalisesRepetition ? new bool[vocab] : null;   // the prompt and the reply so far
+        float[]? counts = options.PenalisesGeneratedTokens ? new float[vocab] : null; // the reply so far
+        if (seen is not null) foreach (int t in prompt) seen[t] = true;
         string text = "", emitted = "";
         bool cutAtStopSequence = false;
         ChatFinishReason finish = ChatFinishReason.Length;
@@ -201,10 +206,12 @@ public sealed class GqaChatClient : IChatClient
         for (int step = 0; step < Math.Min(options.MaxNewTokens, room); step++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            int next = Forward(feed, sampler, options, prompt, generated);
+            int next = Forward(feed, sampler, seen, counts);
             _cached.AddRange(feed);
             if (stopIds.Contains(next)) { finish = ChatFinishReason.Stop; break; }
             generated.Add(next);
+            if (seen is not null) seen[next] = true;
+            if (counts is not null) counts[next]++;
             feed = [next];
             text = _tokenizer.Decode(generated, skipSpecialTokens: true);
             int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
@@ -250,31 +257,17 @@ public sealed class GqaChatClient : IChatClient
     }
 
     /// <summary>
-    /// Reads <paramref name="tokens"/> into the cache and picks the next token, with the repetition penalty over the
-    /// prompt and the reply so far and the frequency and presence penalties over the reply, as <see cref="TokenGenerator"/>.
+    /// Reads <paramref name="tokens"/> into the cache and picks the next token; <paramref name="seen"/> and
+    /// <paramref name="counts"/> [vocab] feed the penalties, null when they are off (<see cref="TokenSampler.Sample"/>).
     /// </summary>
-    private int Forward(List<int> tokens, TokenSampler sampler, GenerationOptions options, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
+    private int Forward(List<int> tokens, TokenSampler sampler, bool[]? seen, float[]? counts)
     {
         using var scope = NewDisposeScope();
         try
         {
             var ids = tensor(tokens.Select(t => (long)t).ToArray(), device: _model.Device).view(1, tokens.Count);
             var logits = _model.forward(ids, _cache, lastTokenOnly: true).squeeze(1);   // [1, vocab]
-            int vocab = _model.Config.VocabSize;
-            Tensor? seen = null, counts = null;
-            if (options.RepetitionPenalty != 1.0)
-            {
-                var mask = new bool[vocab];
-                foreach (int t in prompt.Concat(generated)) mask[t] = true;
-                seen = tensor(mask).view(1, vocab);
-            }
-            if (options.FrequencyPenalty != 0 || options.PresencePenalty != 0)
-            {
-                var times = new float[vocab];
-                foreach (int t in generated) times[t]++;
-                counts = tensor(times).view(1, vocab);
-            }
-            return (int)sampler.Sample(logits, seen, counts)[0];
+            return (int)sampler.Sample(logits, seen is null ? null : tensor(seen).view(1, -1), counts is null ? null : tensor(counts).view(1, -1))[0];
         }
         catch
         {

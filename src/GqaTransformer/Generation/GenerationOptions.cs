@@ -49,6 +49,12 @@ public sealed record GenerationOptions
     /// <summary>Greedy decoding of up to <paramref name="maxNewTokens"/> tokens.</summary>
     public static GenerationOptions Greedy(int maxNewTokens) => new() { MaxNewTokens = maxNewTokens };
 
+    /// <summary>Whether the repetition penalty is on: the sampler needs the tokens each sequence holds.</summary>
+    internal bool PenalisesRepetition => RepetitionPenalty != 1.0;
+
+    /// <summary>Whether the frequency or presence penalty is on: the sampler needs the counts of generated tokens.</summary>
+    internal bool PenalisesGeneratedTokens => FrequencyPenalty != 0 || PresencePenalty != 0;
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     public GenerationOptions Validate()
     {

@@ -112,8 +112,7 @@ public sealed class TokenGenerator : IDisposable
         using var session = graphs is not null ? new GenerationSession(Model, prompts.Count, capacity, graphs)
             : new GenerationSession(Model, prompts.Count, capacity, cache, options.UseCudaGraphs); // its cache allocates in a scope of its own
         using var sampler = new TokenSampler(options);
-        bool penalise = options.RepetitionPenalty != 1.0;
-        bool penaliseCounts = options.FrequencyPenalty != 0 || options.PresencePenalty != 0;
+
         var finished = new bool[prompts.Count];
         var fed = new long[prompts.Count];
 
@@ -127,8 +126,8 @@ public sealed class TokenGenerator : IDisposable
             using (NewDisposeScope())
             {
                 var logits = produced == 0 ? session.PrefillOnDevice(prompts) : session.DecodeStepOnDevice(fed); // [B, V] on the device
-                using var seen = penalise ? session.SeenTokens() : null;
-                using var counts = penaliseCounts ? session.GeneratedTokenCounts() : null;
+                using var seen = options.PenalisesRepetition ? session.SeenTokens() : null;
+                using var counts = options.PenalisesGeneratedTokens ? session.GeneratedTokenCounts() : null;
                 chosen = sampler.Sample(logits, seen, counts);
             }
             var step = new int?[prompts.Count];

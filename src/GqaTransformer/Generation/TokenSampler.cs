@@ -34,8 +34,8 @@ public sealed class TokenSampler : IDisposable
         using var scope = NewDisposeScope();
         if (!isfinite(logits).all().item<bool>())
             throw new NonFiniteLogitsException();
-        bool penalise = _options.RepetitionPenalty != 1.0 && seen is not null;
-        bool penaliseCounts = (_options.FrequencyPenalty != 0 || _options.PresencePenalty != 0) && generatedCounts is not null;
+        bool penalise = _options.PenalisesRepetition && seen is not null;
+        bool penaliseCounts = _options.PenalisesGeneratedTokens && generatedCounts is not null;
         if (generatedCounts is not null && !generatedCounts.shape.SequenceEqual(logits.shape))
             throw new ArgumentException($"generatedCounts must be [{string.Join(", ", logits.shape)}] like the logits, but is {Guard.Shape(generatedCounts)}.", nameof(generatedCounts));
         if (!_options.IsSampling && !penalise && !penaliseCounts)
