@@ -62,7 +62,10 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// Where the embedding, each layer and the head live: the map the model was made with, or else every part on
     /// <see cref="Device"/> (which follows <c>to(device)</c>; a model made with a map is not moved as a whole).
     /// </summary>
-    public DeviceMap DeviceMap => _mapped ? _map : DeviceMap.Single(Device, Config.NumHiddenLayers);
+    public DeviceMap DeviceMap => MapOn(Device);
+
+    /// <summary>The map, given the device the unmapped model's weights are on (read once per forward).</summary>
+    private DeviceMap MapOn(Device device) => _mapped ? _map : DeviceMap.Single(device, Config.NumHiddenLayers);
 
     /// <summary>Whether the model spans several devices, so activations move between them and CUDA graphs are not used.</summary>
     internal bool IsDeviceMapped => _mapped;
@@ -202,7 +205,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// <summary>lm_head, or with tied embeddings the embedding matrix (on the embedding's device).</summary>
     private Tensor Head(Tensor hidden) => _lmHead is not null
         ? Kernels.Linear(_lmHead, hidden)
-        : Kernels.Linear(_mapped ? hidden.to(DeviceMap.Embedding) : hidden, _model.EmbedTokens.weight!);
+        : Kernels.Linear(_mapped ? hidden.to(_map.Embedding) : hidden, _model.EmbedTokens.weight!);
 
     private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past, Device device)
     {
@@ -223,7 +226,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         }
         if (cache is not null)
         {
-            cache.EnsureCompatible(Config, batch, (_mapped ? _map : DeviceMap.Single(device, Config.NumHiddenLayers)).Layers);
+            cache.EnsureCompatible(Config, batch, MapOn(device).Layers);
             cache.EnsureRoom(tokens);
         }
         if (attentionMask is not null)
