@@ -20,6 +20,15 @@ public static class CudaGraphs
     public static string? UnavailableReason => s_state.Value.Reason;
 
     internal static CudaGraphLibrary? Library => s_state.Value.Library;
+
+    /// <summary>
+    /// Why a feature of the shim cannot be used here: no shim, or one built before the exports <paramref name="has"/>
+    /// looks for; null when it can.
+    /// </summary>
+    internal static string? FeatureUnavailableReason(Func<CudaGraphLibrary, bool> has, string feature)
+        => Library is not { } library ? UnavailableReason ?? "the native shim is not loaded"
+         : !has(library) ? $"the native shim was built before it had {feature}; rebuild it (native/build.sh)"
+         : null;
 }
 
 /// <summary>The shim's entry points (C ABI; each returns 0, or -1 with the reason in gqa_last_error).</summary>

@@ -18,9 +18,8 @@ public static unsafe class CudaMemory
 {
     /// <summary>Why the counters cannot be read here, or null when they can (CUDA, and the shim loaded with them).</summary>
     public static string? UnavailableReason
-        => CudaGraphs.Library is not { } library ? CudaGraphs.UnavailableReason ?? "the native shim is not loaded"
-         : library.Memory == null || library.EmptyCache == null || library.MemGetInfo == null ? "the native shim was built before it had memory counters; rebuild it (native/build.sh)"
-         : null;
+        => CudaGraphs.FeatureUnavailableReason(
+            library => library.Memory != null && library.EmptyCache != null && library.MemGetInfo != null, "memory counters");
 
     /// <summary>Whether <see cref="GetStats"/> and <see cref="EmptyCache"/> work in this process.</summary>
     public static bool IsAvailable => UnavailableReason is null;

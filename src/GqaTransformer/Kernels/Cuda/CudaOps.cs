@@ -17,9 +17,7 @@ internal static unsafe class CudaOps
 
     /// <summary>Why <see cref="Autocast"/> cannot run here, or null when it can (the shim loaded, with autocast).</summary>
     public static string? AutocastUnavailableReason
-        => CudaGraphs.Library is not { } library ? CudaGraphs.UnavailableReason ?? "the native shim is not loaded"
-         : library.Autocast == null ? "the native shim was built before it had autocast; rebuild it (native/build.sh)"
-         : null;
+        => CudaGraphs.FeatureUnavailableReason(library => library.Autocast != null, "autocast");
 
     /// <summary>
     /// Runs CUDA matmuls issued on this thread in <paramref name="dtype"/> until the returned scope is disposed, as
