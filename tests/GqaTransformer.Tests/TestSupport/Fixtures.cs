@@ -6,7 +6,14 @@ namespace GqaTransformer.Tests;
 /// <summary>Reference checkpoints and outputs written by HuggingFace transformers (see TestData/*/README.md).</summary>
 internal static class Fixtures
 {
-    public static string Root => Path.Combine(AppContext.BaseDirectory, "TestData");
+    /// <summary>
+    /// The project's TestData folder in the source tree (recorded at build), so that fixtures fetched after a build are
+    /// seen by <c>dotnet test --no-build</c>.
+    /// </summary>
+    public static string Root { get; } = typeof(Fixtures).Assembly
+        .GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+        .OfType<System.Reflection.AssemblyMetadataAttribute>()
+        .Single(a => a.Key == "TestDataRoot").Value!;
 
     public static string HfTiny(string name) => Path.Combine(Root, "hf-tiny", name);
 
