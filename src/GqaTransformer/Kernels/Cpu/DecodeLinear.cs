@@ -18,9 +18,15 @@ internal static unsafe class DecodeLinear
     /// <summary>Rows of W per task of the parallel loop.</summary>
     private const int RowsPerTask = 64;
 
+    /// <summary>
+    /// Whether the seam takes this path: <see cref="Fits"/>, on a processor with 512-bit vectors. Elsewhere
+    /// <see cref="Vector512"/> runs in software, correct but slower than libtorch's linear, which then serves.
+    /// </summary>
+    public static bool Supports(Tensor x, Tensor weight) => Vector512.IsHardwareAccelerated && Fits(x, weight);
+
     /// <summary>x [..., K] with one row in all, W [N, K]: same dtype (float32, bfloat16 or float16), contiguous, K a multiple of 16, no autograd.</summary>
-    public static bool Supports(Tensor x, Tensor weight)
-        => Vector512.IsHardwareAccelerated && SmallCpuOps.IsInferenceInput(x, weight.dtype) && SmallCpuOps.IsInferenceInput(weight, x.dtype)
+    public static bool Fits(Tensor x, Tensor weight)
+        => SmallCpuOps.IsInferenceInput(x, weight.dtype) && SmallCpuOps.IsInferenceInput(weight, x.dtype)
            && weight.dim() == 2 && x.numel() == weight.size(1) && weight.size(1) % 16 == 0;
 
     /// <summary>

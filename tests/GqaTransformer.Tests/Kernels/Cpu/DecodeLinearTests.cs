@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using FluentAssertions;
 using GqaTransformer;
 using TorchSharp;
@@ -36,8 +37,9 @@ public class DecodeLinearTests
         Tensor managed;
         using (no_grad())
         {
-            DecodeLinear.Supports(x, weight).Should().BeTrue();
-            managed = Kernels.Linear(x, weight);
+            DecodeLinear.Fits(x, weight).Should().BeTrue();
+            DecodeLinear.Supports(x, weight).Should().Be(Vector512.IsHardwareAccelerated, "the seam takes it where 512-bit vectors are native");
+            managed = DecodeLinear.Product(x, weight);           // the kernel itself, in software where AVX-512 is absent
         }
         managed.dtype.Should().Be(dtype);
         managed.shape.Should().Equal(batch, tokens, outputs);
@@ -68,9 +70,9 @@ public class DecodeLinearTests
         {
             var x = zeros(1, 1, 16, dtype);
             x[0, 0, j] = tensor(1.0f).to(dtype);
-            DecodeLinear.Supports(x, weight).Should().BeTrue();
+            DecodeLinear.Fits(x, weight).Should().BeTrue();
             var column = weight[.., j].to(ScalarType.Float32);
-            Kernels.Linear(x, weight).view(-1).to(ScalarType.Float32).eq(column).all().item<bool>().Should().BeTrue($"column {j}");
+            DecodeLinear.Product(x, weight).view(-1).to(ScalarType.Float32).eq(column).all().item<bool>().Should().BeTrue($"column {j}");
         }
     }
 
@@ -88,7 +90,7 @@ public class DecodeLinearTests
         weight[66, 7] = tensor(float.NegativeInfinity).to(ScalarType.Float16);
         var x = randn(1, 1, 64).to(ScalarType.Float16);
         var expected = nn.functional.linear(x, weight);
-        var managed = Kernels.Linear(x, weight);
+        var managed = DecodeLinear.Product(x, weight);
         managed.isinf().eq(expected.isinf()).all().item<bool>().Should().BeTrue();
         managed.isnan().eq(expected.isnan()).all().item<bool>().Should().BeTrue();
         managed.isinf().sum().item<long>().Should().Be(2);
@@ -103,11 +105,11 @@ public class DecodeLinearTests
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var weight = randn(64, 32);
-        DecodeLinear.Supports(randn(2, 1, 32), weight).Should().BeFalse("two rows: a batch or a prompt is a matrix product");
-        DecodeLinear.Supports(randn(1, 1, 24), randn(64, 24)).Should().BeFalse("K must be a multiple of 16");
-        DecodeLinear.Supports(randn(1, 1, 32), randn(32, 64).t()).Should().BeFalse("W must be contiguous");
-        DecodeLinear.Supports(randn(1, 1, 32), randn(64, 32).to(ScalarType.BFloat16)).Should().BeFalse("mixed dtypes");
-        DecodeLinear.Supports(randn(1, 1, 32).to(ScalarType.Float64), randn(64, 32).to(ScalarType.Float64)).Should().BeFalse("float64");
+        DecodeLinear.Fits(randn(2, 1, 32), weight).Should().BeFalse("two rows: a batch or a prompt is a matrix product");
+        DecodeLinear.Fits(randn(1, 1, 24), randn(64, 24)).Should().BeFalse("K must be a multiple of 16");
+        DecodeLinear.Fits(randn(1, 1, 32), randn(32, 64).t()).Should().BeFalse("W must be contiguous");
+        DecodeLinear.Fits(randn(1, 1, 32), randn(64, 32).to(ScalarType.BFloat16)).Should().BeFalse("mixed dtypes");
+        DecodeLinear.Fits(randn(1, 1, 32).to(ScalarType.Float64), randn(64, 32).to(ScalarType.Float64)).Should().BeFalse("float64");
         using var linear = nn.Linear(32, 64, hasBias: true);
         var x = randn(1, 1, 32);
         var expected = linear.forward(x);
