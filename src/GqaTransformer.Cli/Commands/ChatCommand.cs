@@ -55,7 +55,7 @@ public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors) : Com
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (!Directory.Exists(settings.Model)) throw new ArgumentException($"--model: '{settings.Model}' is not a directory.");
+        Parsing.ModelDirectory(settings.Model!, "config.json, *.safetensors, tokenizer.json and a chat template");
         using var client = GqaChatClient.FromPretrained(settings.Model!, Parsing.Dtype(settings.Dtype), Parsing.Device(settings.Device));
         var options = new ChatOptions { MaxOutputTokens = settings.MaxNew, Temperature = settings.Temperature, TopP = settings.TopP, Seed = settings.Seed };
         var history = new List<ChatMessage>();
