@@ -12,7 +12,7 @@ namespace GqaTransformer.Cli;
 /// line is a user turn; the reply streams to standard output, its speed to standard error. <c>/system TEXT</c> sets the
 /// system message and starts over, <c>/reset</c> starts over, <c>/exit</c> (or the end of input) ends.
 /// </summary>
-public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors) : Command<ChatCommand.Settings>
+public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors, StandardInput input) : Command<ChatCommand.Settings>
 {
     /// <summary>Options of <c>gqa chat</c>.</summary>
     public sealed class Settings : GqaSettings
@@ -62,7 +62,7 @@ public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors) : Com
         string? system = null;
         var output = console.Profile.Out.Writer;
         errors.Console.MarkupLine("[grey]One line per turn; /system TEXT, /reset, /exit.[/]");
-        while (Console.In.ReadLine() is { } line)
+        while (input.Reader.ReadLine() is { } line)
         {
             line = line.Trim();
             if (line.Length == 0) continue;

@@ -56,9 +56,6 @@ public static class CliApp
     /// <summary>The names of the registered commands, in the order of the help.</summary>
     internal static IReadOnlyList<string> CommandNames => Commands.Select(c => c.Name).ToArray();
 
-    /// <summary>The settings type of each registered command.</summary>
-    internal static IReadOnlyList<Type> CommandSettings => Commands.Select(c => c.Settings).ToArray();
-
     /// <summary>Runs <c>gqa</c> with <paramref name="args"/>: results to <paramref name="console"/>, the rest to <paramref name="errors"/> (default: the same console).</summary>
     public static int Run(string[] args, IAnsiConsole console, IAnsiConsole? errors = null)
         => Run(args, console, errors, StandardInput.Process);
