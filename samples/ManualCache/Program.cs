@@ -1,11 +1,18 @@
+// Usage: ManualCache MODEL_DIR      (a checkpoint directory: config.json and *.safetensors)
+// Wrong arguments print this usage to standard error and exit 2; so does a model directory that cannot be loaded.
+//
 // Drives a KvCache by hand: size it, prefill a prompt, decode token by token, then reuse the cache for a second prompt.
 //   dotnet run --project samples/ManualCache -- MODEL_DIR
 using GqaTransformer;
 using static TorchSharp.torch;
 
-string directory = args.Length > 0 ? args[0] : throw new ArgumentException("usage: ManualCache MODEL_DIR");
-using var model = DecoderModel.FromPretrained(directory);
+if (args.Length != 1 || args[0].StartsWith("--", StringComparison.Ordinal)) return Fail("usage: ManualCache MODEL_DIR");
+string directory = args[0];
+if (!Directory.Exists(directory)) return Fail($"error: '{directory}' is not a directory; expected a checkpoint directory (config.json and *.safetensors).");
+using var model = Load(directory);
+if (model is null) return 2;
 var config = model.Config;
+if (config.VocabSize <= 21) return Fail($"error: this sample's prompt uses token ids up to 21, but the model's vocabulary has {config.VocabSize}.");
 
 // Size before allocating: the cache grows with kv heads, never with query heads.
 long bytes = KvCache.EstimateBytes(config, batchSize: 1, tokens: 64, ScalarType.Float32);
@@ -40,3 +47,24 @@ var expected = new TokenGenerator(model).Generate(prompt.Select(t => (int)t).ToA
 bool same = expected.SequenceEqual(generated.Select(t => (int)t));
 Console.WriteLine(same ? "same tokens as TokenGenerator: ok" : "tokens differ from TokenGenerator: WRONG");
 return same && cache.Length == prompt.Length ? 0 : 1;
+
+// A checkpoint that is missing, incomplete or corrupt is one line on standard error, not a stack trace.
+static DecoderModel? Load(string directory)
+{
+    try
+    {
+        return DecoderModel.FromPretrained(directory);
+    }
+    catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException)
+    {
+        Fail($"error: cannot load '{directory}': {e.Message}");
+        return null;
+    }
+}
+
+// The usage or an error on standard error, exit code 2: the arguments were wrong.
+static int Fail(string message)
+{
+    Console.Error.WriteLine(message);
+    return 2;
+}

@@ -12,7 +12,7 @@ namespace GqaTransformer.Cli;
 /// line is a user turn; the reply streams to standard output, its speed to standard error. <c>/system TEXT</c> sets the
 /// system message and starts over, <c>/reset</c> starts over, <c>/exit</c> (or the end of input) ends.
 /// </summary>
-public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors) : Command<ChatCommand.Settings>
+public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors, StandardInput input) : Command<ChatCommand.Settings>
 {
     /// <summary>Options of <c>gqa chat</c>.</summary>
     public sealed class Settings : GqaSettings
@@ -55,14 +55,14 @@ public sealed class ChatCommand(IAnsiConsole console, ErrorConsole errors) : Com
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (!Directory.Exists(settings.Model)) throw new ArgumentException($"--model: '{settings.Model}' is not a directory.");
+        Parsing.ModelDirectory(settings.Model!, "config.json, *.safetensors, tokenizer.json and a chat template");
         using var client = GqaChatClient.FromPretrained(settings.Model!, Parsing.Dtype(settings.Dtype), Parsing.Device(settings.Device));
         var options = new ChatOptions { MaxOutputTokens = settings.MaxNew, Temperature = settings.Temperature, TopP = settings.TopP, Seed = settings.Seed };
         var history = new List<ChatMessage>();
         string? system = null;
         var output = console.Profile.Out.Writer;
         errors.Console.MarkupLine("[grey]One line per turn; /system TEXT, /reset, /exit.[/]");
-        while (Console.In.ReadLine() is { } line)
+        while (input.Reader.ReadLine() is { } line)
         {
             line = line.Trim();
             if (line.Length == 0) continue;

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Diagnostics;
+using System.Globalization;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -48,14 +49,14 @@ public sealed class ConvertCommand(IAnsiConsole console) : Command<ConvertComman
         DecoderConfig config;
         try
         {
-            config = GqaConversion.ConvertCheckpoint(settings.Model!, settings.Out!, settings.KvHeads!.Value, init, settings.Seed);
+            config = GqaConversion.ConvertCheckpoint(Parsing.ModelDirectory(settings.Model!), settings.Out!, settings.KvHeads!.Value, init, settings.Seed);
         }
         catch (ArgumentOutOfRangeException e) when (e.ParamName == "numKvHeads")
         {
             throw new ArgumentException(Parsing.Message(e, new Dictionary<string, string> { ["numKvHeads"] = "--kv-heads" }));
         }
-        console.MarkupLineInterpolated(
-            $"wrote {settings.Out}: {config.NumAttentionHeads} query heads over {Parsing.KvHeads(config.NumKeyValueHeads)} ({settings.Method}), in {clock.Elapsed.TotalSeconds:0.0} s");
+        console.WritePlainLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {settings.Out}: {config.NumAttentionHeads} query heads over {Parsing.KvHeads(config.NumKeyValueHeads)} ({settings.Method}), in {clock.Elapsed.TotalSeconds:0.0} s"));
         return 0;
     }
 }

@@ -53,6 +53,7 @@ public sealed class EvalCommand(IAnsiConsole console, ErrorConsole errors) : Com
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        Parsing.ModelDirectory(settings.Model!);
         var device = Parsing.Device(settings.Device);
         string? tokenizerPath = settings.Tokenizer
             ?? (File.Exists(Path.Combine(settings.Model!, "tokenizer.model")) ? Path.Combine(settings.Model!, "tokenizer.model") : null);
@@ -63,7 +64,7 @@ public sealed class EvalCommand(IAnsiConsole console, ErrorConsole errors) : Com
         int seq = Math.Min(settings.Seq, model.Config.MaxPositionEmbeddings);
         var result = Evaluation.Evaluate(model, TextTokens.Pack(tokens, seq), settings.Batch, cancellationToken);
         errors.Console.MarkupLineInterpolated($"[grey]{(tokenizer is null ? "UTF-8 bytes" : "tokenizer " + tokenizerPath)}, sequences of {seq}[/]");
-        console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss={result.Loss:0.######} perplexity={result.Perplexity:0.####} tokens={result.Tokens}"));
+        console.WritePlainLine(string.Create(CultureInfo.InvariantCulture, $"loss={result.Loss:0.######} perplexity={result.Perplexity:0.####} tokens={result.Tokens}"));
         return 0;
     }
 }

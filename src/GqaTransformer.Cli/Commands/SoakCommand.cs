@@ -60,9 +60,11 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        Parsing.ModelDirectory(settings.Model!);
         var device = Parsing.Device(settings.Device);
         var dtype = Parsing.Dtype(settings.Dtype);
-        int[] prompt = Parsing.IntList(settings.Ids, "--ids");
+        int[] prompt = Parsing.Ids(settings.Ids, "--ids");
+        Parsing.CheckIds(prompt, DecoderConfig.FromFile(Path.Combine(settings.Model!, "config.json")).VocabSize, "--ids");
         var options = new GenerationOptions { MaxNewTokens = settings.MaxNew, UseCudaGraphs = Parsing.OnOff(settings.CudaGraphs, "--cuda-graphs") };
         bool cuda = device.type == DeviceType.CUDA;
         if (cuda && CudaMemory.UnavailableReason is { } reason)
@@ -112,7 +114,7 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
         bool held = extraTensors <= 0 && rssGrowth <= rssAllowed
                     && (!cuda || last.Cuda!.Value.AllocatedBytes == afterFirst.Cuda!.Value.AllocatedBytes);
         // one key=value a line: no console wraps them
-        void Report(string key, long value) => console.WriteLine(FormattableString.Invariant($"{key}={value}"));
+        void Report(string key, long value) => console.WritePlainLine(FormattableString.Invariant($"{key}={value}"));
         Report("cycles", settings.Cycles);
         Report("tokens_per_cycle", firstTokens!.Length);
         Report("parameters", parameters);
@@ -127,7 +129,7 @@ public sealed class SoakCommand(IAnsiConsole console, ErrorConsole errors) : Com
             Report("cuda_allocated_end", last.Cuda!.Value.AllocatedBytes);
             Report("cuda_reserved_after_empty_cache", emptied.Cuda!.Value.ReservedBytes);
         }
-        console.WriteLine($"result={(held ? "held" : "leaked")}");
+        console.WritePlainLine($"result={(held ? "held" : "leaked")}");
         return held ? 0 : 1;
     }
 

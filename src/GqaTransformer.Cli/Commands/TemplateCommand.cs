@@ -20,7 +20,7 @@ public sealed class TemplateCommand(IAnsiConsole console, ErrorConsole errors) :
         public string? Model { get; init; }
 
         /// <summary>Messages file.</summary>
-        [CommandOption("--messages <FILE>")][Description("A JSON file: a list of {\"role\", \"content\"} objects, or {\"messages\": [...], \"tools\": [...]}.")]
+        [CommandOption("--messages <FILE>")][Description("A JSON file: a list of {\"role\", \"content\"} objects, or {\"messages\": [[...]], \"tools\": [[...]]}.")]
         public string? Messages { get; init; }
 
         /// <summary>Generation prompt.</summary>
@@ -37,7 +37,7 @@ public sealed class TemplateCommand(IAnsiConsole console, ErrorConsole errors) :
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (!Directory.Exists(settings.Model)) throw new ArgumentException($"--model: '{settings.Model}' is not a directory.");
+        Parsing.ModelDirectory(settings.Model!, "chat_template.jinja or tokenizer_config.json");
         var template = ChatTemplate.FromPretrained(settings.Model!);
         if (!File.Exists(settings.Messages)) throw new ArgumentException($"--messages: '{settings.Messages}' does not exist.");
         Dictionary<string, object?> variables;
@@ -63,11 +63,10 @@ public sealed class TemplateCommand(IAnsiConsole console, ErrorConsole errors) :
         }
         catch (ChatTemplateException e)
         {
-            errors.Console.Profile.Out.Writer.WriteLine(e.Message);
+            errors.Console.WriteError(e.Message);
             return 1;
         }
-        console.Profile.Out.Writer.Write(rendered);                        // exactly, without Spectre's wrapping or a newline
-        console.Profile.Out.Writer.Flush();
+        console.WritePlain(rendered);                                      // exactly: no newline added
         return 0;
     }
 

@@ -110,7 +110,7 @@ internal static class TrainingLoop
         trainer.Save(settings.Out!);
         model.eval();
         var result = Evaluation.Evaluate(model, Sequences(true), 8, cancellationToken);
-        console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss={result.Loss:0.######} perplexity={result.Perplexity:0.####} tokens={result.Tokens}"));
+        console.WritePlainLine(string.Create(CultureInfo.InvariantCulture, $"loss={result.Loss:0.######} perplexity={result.Perplexity:0.####} tokens={result.Tokens}"));
         return 0;
     }
 
@@ -172,7 +172,7 @@ public sealed class UptrainCommand(IAnsiConsole console, ErrorConsole errors) : 
     {
         var device = Parsing.Device(settings.Device);
         manual_seed(settings.Seed);
-        using var model = DecoderModel.FromPretrained(settings.Model!, ScalarType.Float32, device);
+        using var model = DecoderModel.FromPretrained(Parsing.ModelDirectory(settings.Model!), ScalarType.Float32, device);
         string tokenizerPath = Path.Combine(settings.Model!, "tokenizer.model");
         var tokenizer = File.Exists(tokenizerPath) ? TextGeneration.LoadTokenizer(tokenizerPath) : null;
         return TrainingLoop.Run(model, settings, tokenizer, console, errors.Console, cancellationToken);

@@ -63,6 +63,7 @@ public sealed class VerifyCommand(IAnsiConsole console) : Command<VerifyCommand.
     /// <inheritdoc />
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        Parsing.ModelDirectory(settings.Model!);
         using var scope = NewDisposeScope();
         using var reference = SafetensorsFile.Open(settings.Reference!);
         foreach (var required in new[] { "input_ids", "logits" })

@@ -30,7 +30,7 @@ public static class CliApp
         new("uptrain", typeof(UptrainCommand.Settings), c => c.AddCommand<UptrainCommand>("uptrain")
             .WithDescription("Continue training a checkpoint (a converted GQA model, say) on a text file; ends with the held-out loss.")),
         new("tokenize", typeof(TokenizeCommand.Settings), c => c.AddCommand<TokenizeCommand>("tokenize")
-            .WithDescription("The ids of the text after -- as one JSON array (tokenizer.json, tokenizer.model or .tiktoken).")),
+            .WithDescription("The ids of the text after -- (or of standard input) as one JSON array (tokenizer.json, tokenizer.model or .tiktoken).")),
         new("template", typeof(TemplateCommand.Settings), c => c.AddCommand<TemplateCommand>("template")
             .WithDescription("Render a model's chat template for a JSON list of messages, exactly, to standard output.")),
         new("chat", typeof(ChatCommand.Settings), c => c.AddCommand<ChatCommand>("chat")
@@ -53,26 +53,40 @@ public static class CliApp
         }
     }
 
+    /// <summary>The names of the registered commands, in the order of the help.</summary>
+    internal static IReadOnlyList<string> CommandNames => Commands.Select(c => c.Name).ToArray();
+
     /// <summary>Runs <c>gqa</c> with <paramref name="args"/>: results to <paramref name="console"/>, the rest to <paramref name="errors"/> (default: the same console).</summary>
     public static int Run(string[] args, IAnsiConsole console, IAnsiConsole? errors = null)
+        => Run(args, console, errors, StandardInput.Process);
+
+    /// <summary>As <see cref="Run(string[], IAnsiConsole, IAnsiConsole?)"/>, reading standard input from <paramref name="input"/>.</summary>
+    internal static int Run(string[] args, IAnsiConsole console, IAnsiConsole? errors, StandardInput input)
     {
         errors ??= console;
-        bool verbose = args.Contains("--verbose");
+        bool verbose = args.TakeWhile(a => a != "--").Contains("--verbose"); // after --, it is text
         if (args is ["--version"] or ["-v"])
         {
-            console.WriteLine(Version);
+            console.WritePlainLine(Version);
             return 0;
+        }
+        if (args.Length > 0 && !args[0].StartsWith('-') && Commands.All(c => c.Name != args[0]))
+        {
+            string? near = OptionCheck.Nearest(args[0], CommandNames);
+            errors.WriteError($"unknown command '{args[0]}'." + (near is null ? $" Commands: {string.Join(", ", CommandNames)}." : $" Did you mean '{near}'?"));
+            return BadInput;
         }
         if (args.Length > 0 && Commands.FirstOrDefault(c => c.Name == args[0]) is { } command
             && OptionCheck.Problem(command.Name, command.Settings, args[1..]) is { } problem)
         {
-            errors.MarkupLineInterpolated($"[red]error:[/] {problem}");
+            errors.WriteError(problem);
             return BadInput;
         }
-        var app = new CommandApp(new ConsoleRegistrar(console, new ErrorConsole(errors)));
+        var app = new CommandApp(new ConsoleRegistrar(console, new ErrorConsole(errors), input));
         app.Configure(config =>
         {
             config.SetApplicationName("gqa");
+            config.SetApplicationVersion(Version);
             config.ConfigureConsole(console);
             config.UseStrictParsing();
             foreach (var entry in Commands) entry.Add(config);
@@ -80,7 +94,7 @@ public static class CliApp
             {
                 var inner = exception is CommandRuntimeException or CommandParseException ? exception : Unwrap(exception);
                 if (verbose) errors.WriteException(inner);
-                else errors.MarkupLineInterpolated($"[red]error:[/] {Parsing.Message(inner)}");
+                else errors.WriteError(Parsing.Message(inner));
                 return BadInput;
             });
         });
@@ -99,10 +113,11 @@ internal sealed class ConsoleRegistrar : ITypeRegistrar, ITypeResolver
 {
     private readonly Dictionary<Type, List<Func<object>>> _factories = new();
 
-    public ConsoleRegistrar(IAnsiConsole console, ErrorConsole errors)
+    public ConsoleRegistrar(IAnsiConsole console, ErrorConsole errors, StandardInput input)
     {
         RegisterInstance(typeof(IAnsiConsole), console);
         RegisterInstance(typeof(ErrorConsole), errors);
+        RegisterInstance(typeof(StandardInput), input);
     }
 
     public ITypeResolver Build() => this;

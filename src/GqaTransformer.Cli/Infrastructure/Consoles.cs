@@ -9,6 +9,15 @@ namespace GqaTransformer.Cli;
 /// <param name="Console">The console behind standard error.</param>
 public sealed record ErrorConsole(IAnsiConsole Console);
 
+/// <summary>Where a command reads standard input from (the process's, or a test's).</summary>
+/// <param name="Reader">The text of standard input.</param>
+/// <param name="IsTerminal">Whether a person types it (nothing piped in), so that a command must not wait on it.</param>
+public sealed record StandardInput(TextReader Reader, bool IsTerminal)
+{
+    /// <summary>The process's standard input.</summary>
+    public static StandardInput Process => new(Console.In, !Console.IsInputRedirected);
+}
+
 /// <summary>Tables that fit an 80-column terminal: no box, two spaces between columns, cells never wrapped.</summary>
 internal static class Tables
 {

@@ -60,6 +60,39 @@ internal static class Parsing
         return values;
     }
 
+    /// <summary>
+    /// Token ids written as 1,2,3: each a non-negative integer (checked against a vocabulary by <see cref="CheckIds"/>
+    /// once the model's is known).
+    /// </summary>
+    public static int[] Ids(string text, string option)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i]))
+                throw new ArgumentException($"{option}: '{parts[i]}' is not a token id; ids must be non-negative integers below the model's vocabulary size, comma-separated (1,2,3).");
+        return ids;
+    }
+
+    /// <summary>Throws, naming the first id of <paramref name="ids"/> outside <c>[0, vocabSize)</c>, before any forward.</summary>
+    public static void CheckIds(IEnumerable<int> ids, int vocabSize, string option)
+    {
+        foreach (int id in ids)
+            if (id < 0 || id >= vocabSize)
+                throw new ArgumentException($"{option}: token id {id} is outside the model's vocabulary; ids must be non-negative and below its size, {vocabSize}.");
+    }
+
+    /// <summary>
+    /// <paramref name="path"/> if it is a directory; otherwise an error that says whether it is a file or missing and what
+    /// the directory should hold (<paramref name="holds"/>).
+    /// </summary>
+    public static string ModelDirectory(string path, string holds = "config.json and *.safetensors", string option = "--model")
+    {
+        if (File.Exists(path)) throw new ArgumentException($"{option}: '{path}' is a file; a model directory (with {holds}) was expected.");
+        if (!Directory.Exists(path)) throw new ArgumentException($"{option}: directory '{path}' does not exist; a model directory (with {holds}) was expected.");
+        return path;
+    }
+
     public static ScalarType Dtype(string text) => text.ToLowerInvariant() switch
     {
         "fp32" or "float32" or "f32" => ScalarType.Float32,
@@ -81,6 +114,7 @@ internal static class Parsing
     /// </summary>
     public static DecoderModel LoadModel(string directory, ScalarType dtype, string device, string? deviceMap, int batch = 1, int capacity = 4096)
     {
+        ModelDirectory(directory);
         if (deviceMap is null) return DecoderModel.FromPretrained(directory, dtype, Device(device));
         var config = DecoderConfig.FromFile(Path.Combine(directory, "config.json"));
         if (deviceMap.Equals("auto", StringComparison.OrdinalIgnoreCase))

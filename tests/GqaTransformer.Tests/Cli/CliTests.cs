@@ -17,11 +17,19 @@ public class CliTests
         return (code, stdout + stderr);
     }
 
-    private static (int ExitCode, string Stdout, string Stderr) RunSplit(int width, params string[] args)
+    /// <summary>
+    /// Runs gqa with consoles <paramref name="width"/> wide that are not terminals (a pipe's); standard input is a
+    /// terminal nobody types at, so nothing waits on it.
+    /// </summary>
+    internal static (int ExitCode, string Stdout, string Stderr) RunSplit(int width, params string[] args)
+        => RunSplit(width, new StandardInput(TextReader.Null, IsTerminal: true), args);
+
+    /// <summary>As <see cref="RunSplit(int, string[])"/>, with <paramref name="input"/> on standard input.</summary>
+    internal static (int ExitCode, string Stdout, string Stderr) RunSplit(int width, StandardInput input, params string[] args)
     {
         var (console, output) = Console(width);
         var (errors, error) = Console(width);
-        int code = CliApp.Run(args, console, errors);
+        int code = CliApp.Run(args, console, errors, input);
         return (code, output.ToString(), error.ToString());
     }
 
@@ -114,7 +122,7 @@ public class CliTests
     [Fact]
     public void Generate_streams_the_same_tokens_as_the_library_and_reports_speed()
     {
-        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6");
+        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6", "--dtype", "fp32");
         code.Should().Be(0, output);
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
         var expected = new TokenGenerator(model).Generate([5, 9, 13], GenerationOptions.Greedy(6));
@@ -125,7 +133,7 @@ public class CliTests
     [Fact]
     public void Generate_takes_a_cache_dtype_other_than_the_models()
     {
-        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6", "--cache-dtype", "bf16");
+        var (code, output) = Run("generate", "--model", Fixtures.HfTiny("llama_gqa"), "--ids", "5,9,13", "--max-new", "6", "--dtype", "fp32", "--cache-dtype", "bf16");
         code.Should().Be(0, output);
         using var model = DecoderModel.FromPretrained(Fixtures.HfTiny("llama_gqa"));
         using var cache = model.CreateCache(1, 8, ScalarType.BFloat16);
@@ -153,21 +161,25 @@ public class CliTests
         output.Should().Contain("in place ms").And.Contain("K/V copied ms");
     }
 
+    public static TheoryData<string> Commands => new(CliApp.CommandNames);
+
     [Theory]
-    [InlineData("demo")]
-    [InlineData("kv-memory")]
-    [InlineData("generate")]
-    [InlineData("verify")]
-    [InlineData("bench")]
-    [InlineData("convert")]
-    [InlineData("eval")]
-    [InlineData("train")]
-    [InlineData("uptrain")]
+    [MemberData(nameof(Commands))]
     public void Every_command_has_help(string command)
     {
         var (code, output) = Run(command, "--help");
-        code.Should().Be(0);
-        output.Should().Contain("USAGE").And.Contain("--verbose");
+        code.Should().Be(0, output);
+        output.Should().Contain("USAGE").And.Contain("--verbose").And.Contain($"gqa {command}");
+    }
+
+    [Fact]
+    public void Every_command_is_listed_by_the_help()
+    {
+        CliApp.CommandNames.Should().Contain(["chat", "tokenize", "template", "soak"]).And.OnlyHaveUniqueItems();
+        var (code, output) = Run("--help");
+        code.Should().Be(0, output);
+        foreach (string command in CliApp.CommandNames) output.Should().Contain(command);
+        output.Should().Contain("--version");
     }
 
     [Theory]
