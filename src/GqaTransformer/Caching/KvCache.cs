@@ -202,12 +202,20 @@ public sealed class KvCache : IDisposable
         if (length < 0 || length > Length)
             throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {Length}] (the tokens the cache holds).");
         if (length == Length) return;
-        if (IsRingBuffer && Length > Slots && length > 0)
+        if (!CanRewindTo(length))
             throw new InvalidOperationException($"This sliding-window cache has wrapped ({Length} tokens in {Slots} slots), so it cannot keep only the first {length}; rewind to 0.");
         if (length == 0) { Reset(); return; }
         for (int slot = length; slot < Math.Min(Length, Slots); slot++) _slotPositions[slot] = -1;
         Length = length;
     }
+
+    /// <summary>
+    /// Whether <see cref="RewindTo"/> can keep the first <paramref name="length"/> tokens: any length in [0, Length],
+    /// except that a sliding-window ring that has wrapped no longer holds its first tokens, so it rewinds only to 0 or to
+    /// where it is. When it cannot, prefill the tokens to keep again after <see cref="Reset"/>.
+    /// </summary>
+    public bool CanRewindTo(int length)
+        => length >= 0 && length <= Length && (length == Length || length == 0 || !(IsRingBuffer && Length > Slots));
 
     /// <summary>
     /// Commits <paramref name="tokens"/> tokens written by every layer since the last commit. <see cref="DecoderModel"/>

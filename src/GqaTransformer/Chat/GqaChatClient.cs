@@ -187,6 +187,8 @@ public sealed class GqaChatClient : IChatClient
         if (reused == prompt.Count) reused--;                      // the last prompt token must be read again for its logits
         if (reused < _cached.Count)
         {
+            // A sliding-window ring that has wrapped no longer holds the common prefix: read the whole prompt again.
+            if (!_cache.CanRewindTo(reused)) reused = 0;
             _cache.RewindTo(reused);
             _cached.RemoveRange(reused, _cached.Count - reused);
         }
@@ -271,7 +273,15 @@ public sealed class GqaChatClient : IChatClient
         }
         catch
         {
-            _cache.RewindTo(Math.Min(_cache.Length, _cached.Count));   // the cache holds exactly what _cached says, error or not
+            // The cache must hold exactly what _cached says, error or not. In a ring the failed forward's writes may
+            // have overwritten tokens still counted (once Length + T passes the window), so that cache starts afresh.
+            if (_cache.IsRingBuffer && _cached.Count + tokens.Count > _cache.Slots)
+            {
+                _cache.Reset();
+                _cached.Clear();
+            }
+            else
+                _cache.RewindTo(Math.Min(_cache.Length, _cached.Count));
             throw;
         }
     }

@@ -161,8 +161,10 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Logits for <paramref name="inputIds"/> [B, T] that follow the cache's committed tokens. With a cache, the
-    /// tokens' keys and values are written into it and committed (its Length grows by T) once the forward succeeds;
-    /// if it throws, the cache is left as it was.
+    /// tokens' keys and values are written into it and committed (its Length grows by T) once the forward succeeds.
+    /// Bad arguments, and tokens that do not fit, throw before anything is written. A forward that fails later leaves
+    /// Length as it was, so its writes are not counted; but in a sliding-window ring that has wrapped they may have
+    /// overwritten the oldest tokens still counted, so such a cache must be prefilled again (<see cref="KvCache.Reset"/>).
     /// </summary>
     /// <param name="inputIds">Token ids [B, T], int64 (int32 accepted), each in [0, vocab).</param>
     /// <param name="cache">Optional KV cache from <see cref="CreateCache"/>; null attends within inputIds only.</param>

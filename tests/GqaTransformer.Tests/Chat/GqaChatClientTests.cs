@@ -57,6 +57,57 @@ public class GqaChatClientTests
     }
 
     [Fact]
+    public async Task An_edited_history_past_a_wrapped_sliding_window_is_read_again()
+    {
+        // A Mistral-style window of 16 tokens: the first turn's prompt (about 40 byte tokens) wraps the ring, so the cache
+        // no longer holds the common prefix of an edited history; the client reads the prompt again instead of failing.
+        using var fixture = new ChatFixture();
+        string configPath = Path.Combine(fixture.Path, "config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["sliding_window"] = 16;
+        File.WriteAllText(configPath, config.ToJsonString());
+        using var client = GqaChatClient.FromPretrained(fixture.Path, capacity: 128);
+        var options = new ChatOptions { MaxOutputTokens = 6 };
+        await client.GetResponseAsync(FirstTurn, options);
+        client.GetService<KvCache>()!.IsRingBuffer.Should().BeTrue();
+        ChatMessage[] edited = [new(ChatRole.System, "Be kind."), new(ChatRole.User, "hello again")];
+        var reply = await client.GetResponseAsync(edited, options);
+        reply.Text.Should().Be(Independent(fixture.Path, edited, 6), "the same reply as from an empty cache");
+        reply.Usage!.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().Be(0, "nothing could be kept");
+    }
+
+    [Fact]
+    public async Task A_failed_step_in_a_wrapped_sliding_window_leaves_the_client_usable()
+    {
+        // A decode step whose input embedding is NaN fails after the model wrote (and counted) its token; in a wrapped
+        // ring the cache cannot be rewound to what it held before, so it starts afresh: the error is the step's own, and
+        // the next request is right.
+        using var fixture = new ChatFixture();
+        string configPath = Path.Combine(fixture.Path, "config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["sliding_window"] = 16;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var tokenizer = HfTokenizer.FromFile(fixture.Path);
+        string prompt = ChatTemplate.Parse(ChatFixture.Template).Render(FirstTurn.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
+        var promptIds = tokenizer.Encode(prompt, addSpecialTokens: false);
+        IReadOnlyList<int> reply;
+        using (var model = DecoderModel.FromPretrained(fixture.Path))
+        using (var generator = new TokenGenerator(model))
+            reply = generator.Generate(promptIds, new GenerationOptions { MaxNewTokens = 6, StopTokenIds = [2] });
+        int poisoned = reply.Take(reply.Count - 1).First(id => !promptIds.Contains(id));   // fed back at a decode step, not in the prompt
+
+        using var client = GqaChatClient.FromPretrained(fixture.Path, capacity: 128);
+        var embedding = client.GetService<DecoderModel>()!.named_parameters().First(p => p.name == "model.embed_tokens.weight").parameter;
+        using var saved = embedding[poisoned].detach().clone();
+        using (TorchSharp.torch.no_grad()) embedding[poisoned].fill_(double.NaN);
+        var options = new ChatOptions { MaxOutputTokens = 6 };
+        await client.Invoking(c => c.GetResponseAsync(FirstTurn, options)).Should().ThrowAsync<NonFiniteLogitsException>();
+        client.GetService<KvCache>()!.IsRingBuffer.Should().BeTrue();
+        using (TorchSharp.torch.no_grad()) embedding[poisoned].copy_(saved);
+        (await client.GetResponseAsync(FirstTurn, options)).Text.Should().Be(Independent(fixture.Path, FirstTurn, 6));
+    }
+
+    [Fact]
     public async Task Streaming_gives_the_same_text_and_a_stop_sequence_ends_it_unreturned()
     {
         using var fixture = new ChatFixture();
