@@ -32,15 +32,21 @@ public sealed class TokenSampler : IDisposable
     {
         Guard.Rank(logits, 2, nameof(logits), "[batch, vocab]");
         using var scope = NewDisposeScope();
-        if (!isfinite(logits).all().item<bool>())
-            throw new NonFiniteLogitsException();
         bool penalise = _options.PenalisesRepetition && seen is not null;
         bool penaliseCounts = _options.PenalisesGeneratedTokens && generatedCounts is not null;
         if (generatedCounts is not null && !generatedCounts.shape.SequenceEqual(logits.shape))
             throw new ArgumentException($"generatedCounts must be [{string.Join(", ", logits.shape)}] like the logits, but is {Guard.Shape(generatedCounts)}.", nameof(generatedCounts));
         if (!_options.IsSampling && !penalise && !penaliseCounts)
-            return logits.argmax(-1).to(CPU).data<long>().ToArray();  // float32 and bf16 share their argmax (the widening is exact)
+        {
+            // float32 and bf16 share their argmax (the widening is exact); the ids and whether every logit is finite come
+            // back in one read, so a GPU step synchronises once
+            var idsAndFinite = cat([logits.argmax(-1), isfinite(logits).all().to(ScalarType.Int64).view(1)]).to(CPU).data<long>().ToArray();
+            if (idsAndFinite[^1] == 0) throw new NonFiniteLogitsException();
+            return idsAndFinite[..^1];
+        }
         var scores = logits.to(ScalarType.Float32, CPU);
+        if (!isfinite(scores).all().item<bool>())                       // the widening keeps NaN and infinities
+            throw new NonFiniteLogitsException();
         if (penalise)
         {
             var penalised = where(scores < 0, scores * _options.RepetitionPenalty, scores / _options.RepetitionPenalty);
