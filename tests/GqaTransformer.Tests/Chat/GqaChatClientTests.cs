@@ -56,16 +56,22 @@ public class GqaChatClientTests
         third.Text.Should().Be(Independent(fixture.Path, edited, 8));
     }
 
+    /// <summary>The fixture's config with Mistral's <c>sliding_window</c>: a cache larger than it is a ring.</summary>
+    private static ChatFixture WithSlidingWindow(ChatFixture fixture, int window)
+    {
+        string configPath = Path.Combine(fixture.Path, "config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["sliding_window"] = window;
+        File.WriteAllText(configPath, config.ToJsonString());
+        return fixture;
+    }
+
     [Fact]
     public async Task An_edited_history_past_a_wrapped_sliding_window_is_read_again()
     {
         // A Mistral-style window of 16 tokens: the first turn's prompt (about 40 byte tokens) wraps the ring, so the cache
         // no longer holds the common prefix of an edited history; the client reads the prompt again instead of failing.
-        using var fixture = new ChatFixture();
-        string configPath = Path.Combine(fixture.Path, "config.json");
-        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        config["sliding_window"] = 16;
-        File.WriteAllText(configPath, config.ToJsonString());
+        using var fixture = WithSlidingWindow(new ChatFixture(), 16);
         using var client = GqaChatClient.FromPretrained(fixture.Path, capacity: 128);
         var options = new ChatOptions { MaxOutputTokens = 6 };
         await client.GetResponseAsync(FirstTurn, options);
@@ -82,11 +88,7 @@ public class GqaChatClientTests
         // A decode step whose input embedding is NaN fails after the model wrote (and counted) its token; in a wrapped
         // ring the cache cannot be rewound to what it held before, so it starts afresh: the error is the step's own, and
         // the next request is right.
-        using var fixture = new ChatFixture();
-        string configPath = Path.Combine(fixture.Path, "config.json");
-        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        config["sliding_window"] = 16;
-        File.WriteAllText(configPath, config.ToJsonString());
+        using var fixture = WithSlidingWindow(new ChatFixture(), 16);
         var tokenizer = HfTokenizer.FromFile(fixture.Path);
         string prompt = ChatTemplate.Parse(ChatFixture.Template).Render(FirstTurn.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
         var promptIds = tokenizer.Encode(prompt, addSpecialTokens: false);
