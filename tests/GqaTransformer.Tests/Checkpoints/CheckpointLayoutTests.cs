@@ -194,14 +194,14 @@ public class CheckpointLayoutTests
         return directory;
     }
 
-    /// <summary>Runs <paramref name="action"/> on another thread (a runaway one is abandoned after 30 s), with its time and the process's peak memory growth.</summary>
+    /// <summary>Runs <paramref name="action"/> on another thread (a runaway one is abandoned after 10 s), with its time and the process's peak memory growth.</summary>
     private static (Exception? Error, TimeSpan Elapsed, long Growth) Watch(Action action)
     {
         using var process = Process.GetCurrentProcess();
         long before = process.WorkingSet64, peak = before;
         var clock = Stopwatch.StartNew();
         var task = Task.Run(action);
-        while (!task.IsCompleted && clock.Elapsed < TimeSpan.FromSeconds(30))
+        while (!task.IsCompleted && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             Thread.Sleep(2);
             process.Refresh();
