@@ -161,7 +161,7 @@ public class CheckpointPairFuzzTests
             case 7: checkpoint.Trailing = 1 + die() % 16; checkpoint.FormatInvalid = true; break;
             case 8:                                                                                                           // one more layer, and the config says so
                 long layers = checkpoint.Config["num_hidden_layers"]!.GetValue<long>();
-                if (layers is < 1 or > 8) break;
+                if (layers is < 1 or > 8 || checkpoint.Shards.Any(s => s.Blobs.Any(b => b.Name.StartsWith($"model.layers.{layers}.", StringComparison.Ordinal)))) break;
                 var last = checkpoint.Shards.SelectMany(s => s.Blobs).Where(b => b.Name.StartsWith($"model.layers.{layers - 1}.", StringComparison.Ordinal)).ToList();
                 blobs.AddRange(last.Select(b => new Blob(b.Name.Replace($"model.layers.{layers - 1}.", $"model.layers.{layers}."), b.Dtype, b.Shape, b.Bytes)));
                 checkpoint.Config["num_hidden_layers"] = layers + 1;
