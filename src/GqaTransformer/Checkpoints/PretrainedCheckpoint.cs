@@ -134,36 +134,43 @@ internal static class PretrainedCheckpoint
     }
 
     /// <summary>The index's weight_map: tensor name to shard file name (a plain name in the same directory).</summary>
-    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    internal static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
         if (new FileInfo(indexPath).Length > SafetensorsFile.MaxHeaderBytes)   // it lists no more than the shards' headers do
             throw new InvalidDataException($"'{indexPath}' is {new FileInfo(indexPath).Length} bytes long; an index is at most {SafetensorsFile.MaxHeaderBytes}.");
-        JsonObject? map;
+        JsonDocument document;
         try
         {
-            map = JsonNode.Parse(File.ReadAllText(indexPath), documentOptions: new JsonDocumentOptions { MaxDepth = 8 })?["weight_map"] as JsonObject;
+            document = JsonDocument.Parse(File.ReadAllText(indexPath), new JsonDocumentOptions { MaxDepth = 8 });
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"'{indexPath}' is not valid JSON: {e.Message}", e);
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException)   // a root that is not an object; a duplicate key
+        using (document)
+        try
         {
-            throw new InvalidDataException($"'{indexPath}' must hold a JSON object with a weight_map: {e.Message}", e);
+            if (document.RootElement.ValueKind != JsonValueKind.Object
+                || !document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new InvalidDataException($"'{indexPath}' has no weight_map object.");
+            var result = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var entry in map.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"'{indexPath}' maps '{entry.Name}' to no file name.");
+                string name = entry.Value.GetString()!;
+                // a shard lives beside the index: no directories, no "..", no absolute path
+                if (name.Length == 0 || name is "." or ".." || Path.GetFileName(name) != name || name.Contains('\\'))
+                    throw new InvalidDataException($"'{indexPath}' maps '{entry.Name}' to '{name}', which is not a file name in the checkpoint directory.");
+                if (!result.TryAdd(entry.Name, name))
+                    throw new InvalidDataException($"'{indexPath}' lists tensor '{entry.Name}' twice.");
+            }
+            return result;
         }
-        if (map is null)
-            throw new InvalidDataException($"'{indexPath}' has no weight_map object.");
-        var result = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (key, value) in map)
+        catch (InvalidOperationException e)     // text that is not valid UTF-16 once unescaped, read as a name or string
         {
-            if (value is not JsonValue v || !v.TryGetValue(out string? name))
-                throw new InvalidDataException($"'{indexPath}' maps '{key}' to no file name.");
-            // a shard lives beside the index: no directories, no "..", no absolute path
-            if (name.Length == 0 || name is "." or ".." || Path.GetFileName(name) != name || name.Contains('\\'))
-                throw new InvalidDataException($"'{indexPath}' maps '{key}' to '{name}', which is not a file name in the checkpoint directory.");
-            result[key] = name;
+            throw new InvalidDataException($"'{indexPath}' holds text that is not valid: {e.Message}", e);
         }
-        return result;
     }
 
     private static List<SafetensorsFile> OpenWeightFiles(string directory)

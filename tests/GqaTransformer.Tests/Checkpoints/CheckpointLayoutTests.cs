@@ -148,6 +148,9 @@ public class CheckpointLayoutTests
         Write(number);
         load.Should().Throw<InvalidDataException>().WithMessage("*maps 'model.norm.weight' to no file name*");
 
+        File.WriteAllText(indexPath, original.Replace("\"model.norm.weight\":", "\"model.norm.weight\": \"model-00001-of-00005.safetensors\", \"model.norm.weight\":"));
+        load.Should().Throw<InvalidDataException>().WithMessage("*lists tensor 'model.norm.weight' twice*");
+
         File.WriteAllText(indexPath, "[1, 2]");
         load.Should().Throw<InvalidDataException>().WithMessage("*weight_map*");
 
