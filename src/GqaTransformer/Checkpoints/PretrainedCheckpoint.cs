@@ -28,11 +28,12 @@ internal static class PretrainedCheckpoint
         DecoderModel? model = null;
         try
         {
-            var sources = IndexTensors(files);
+            var sources = IndexTensors(directory, files);
+            // Before a single module exists: a config can ask for no more than the files hold (issue 28).
+            CheckAgainstConfig(directory, config, sources);
             // built in the target dtype and on the target device: a bf16 7B model never exists in fp32, nor on the host
             model = deviceMap is null ? new DecoderModel(config, dtype, device) : new DecoderModel(config, dtype, deviceMap);
             var parameters = model.state_dict();
-            CheckKeysAndShapes(directory, config, sources, parameters);
 
             using (no_grad())
                 foreach (var (name, target) in parameters)
@@ -113,18 +114,7 @@ internal static class PretrainedCheckpoint
         var names = new List<string>();
         if (File.Exists(indexPath))
         {
-            JsonObject? map;
-            try
-            {
-                map = JsonNode.Parse(File.ReadAllText(indexPath))?["weight_map"] as JsonObject;
-            }
-            catch (JsonException e)
-            {
-                throw new InvalidDataException($"'{indexPath}' is not valid JSON: {e.Message}", e);
-            }
-            if (map is null)
-                throw new InvalidDataException($"'{indexPath}' has no weight_map object.");
-            names.AddRange(map.Select(p => p.Value?.GetValue<string>() ?? throw new InvalidDataException($"'{indexPath}' maps '{p.Key}' to no file.")).Distinct());
+            names.AddRange(ReadWeightMap(indexPath).Values.Distinct());
             foreach (var name in names)
                 if (!File.Exists(Path.Combine(directory, name)))
                     throw new FileNotFoundException($"Shard '{name}' listed in '{indexPath}' does not exist.", Path.Combine(directory, name));
@@ -143,6 +133,46 @@ internal static class PretrainedCheckpoint
         return names;
     }
 
+    /// <summary>The index's weight_map: tensor name to shard file name (a plain name in the same directory).</summary>
+    internal static Dictionary<string, string> ReadWeightMap(string indexPath)
+    {
+        if (new FileInfo(indexPath).Length > SafetensorsFile.MaxHeaderBytes)   // it lists no more than the shards' headers do
+            throw new InvalidDataException($"'{indexPath}' is {new FileInfo(indexPath).Length} bytes long; an index is at most {SafetensorsFile.MaxHeaderBytes}.");
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllText(indexPath), new JsonDocumentOptions { MaxDepth = 8 });
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"'{indexPath}' is not valid JSON: {e.Message}", e);
+        }
+        using (document)
+        try
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object
+                || !document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new InvalidDataException($"'{indexPath}' has no weight_map object.");
+            var result = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var entry in map.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"'{indexPath}' maps '{entry.Name}' to no file name.");
+                string name = entry.Value.GetString()!;
+                // a shard lives beside the index: no directories, no "..", no absolute path
+                if (name.Length == 0 || name is "." or ".." || Path.GetFileName(name) != name || name.Contains('\\'))
+                    throw new InvalidDataException($"'{indexPath}' maps '{entry.Name}' to '{name}', which is not a file name in the checkpoint directory.");
+                if (!result.TryAdd(entry.Name, name))
+                    throw new InvalidDataException($"'{indexPath}' lists tensor '{entry.Name}' twice.");
+            }
+            return result;
+        }
+        catch (InvalidOperationException e)     // text that is not valid UTF-16 once unescaped, read as a name or string
+        {
+            throw new InvalidDataException($"'{indexPath}' holds text that is not valid: {e.Message}", e);
+        }
+    }
+
     private static List<SafetensorsFile> OpenWeightFiles(string directory)
     {
         var names = WeightFileNames(directory);
@@ -159,37 +189,63 @@ internal static class PretrainedCheckpoint
         return files;
     }
 
-    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(List<SafetensorsFile> files)
+    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(string directory, List<SafetensorsFile> files)
     {
         var sources = new Dictionary<string, (SafetensorsFile, SafetensorsEntry)>(StringComparer.Ordinal);
         foreach (var file in files)
             foreach (var (name, entry) in file.Entries)
                 if (!sources.TryAdd(name, (file, entry)))
                     throw new InvalidDataException($"Tensor '{name}' appears in both '{sources[name].Item1.Path}' and '{file.Path}'.");
+        string indexPath = Path.Combine(directory, IndexFile);
+        if (File.Exists(indexPath))
+        {
+            // the index and the shards must agree on where each tensor is, as transformers reads by the index
+            var map = ReadWeightMap(indexPath);
+            foreach (var (name, (file, _)) in sources)
+                if (!map.TryGetValue(name, out var shard) || shard != Path.GetFileName(file.Path))
+                    throw new InvalidDataException(
+                        $"Tensor '{name}' is in '{file.Path}', but '{indexPath}' {(shard is null ? "does not list it" : $"places it in '{shard}'")}.");
+            foreach (var (name, shard) in map)
+                if (!sources.ContainsKey(name))
+                    throw new InvalidDataException($"'{indexPath}' places tensor '{name}' in '{shard}', which does not hold it.");
+        }
         return sources;
     }
 
-    private static void CheckKeysAndShapes(string directory, DecoderConfig config,
-        Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> sources, Dictionary<string, Tensor> parameters)
+    /// <summary>
+    /// Every tensor the config implies must be in the files, by name, with its shape and a floating-point dtype, and
+    /// nothing else may be there. Costs time in the files' tensor count, not the config's claims.
+    /// </summary>
+    private static void CheckAgainstConfig(string directory, DecoderConfig config,
+        Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> sources)
     {
-        bool Ignorable(string key) => key.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
-            || key == "lm_head.weight" && config.TieWordEmbeddings;
-        var missing = parameters.Keys.Where(k => !sources.ContainsKey(k)).ToList();
-        if (missing.Count > 0)
+        var layout = new CheckpointLayout(config);
+        long found = 0;
+        var unexpected = new List<string>();
+        foreach (var name in sources.Keys.Order(StringComparer.Ordinal))
+            if (layout.ShapeOf(name) is not null) found++;
+            else if (!layout.Ignorable(name)) unexpected.Add(name);
+
+        string described = $"config.json ({config.NumHiddenLayers} layers, hidden_size {config.HiddenSize}, vocab_size {config.VocabSize}{(config.TieWordEmbeddings ? ", tied embeddings" : "")})";
+        long missingCount = layout.Count - found;
+        if (missingCount > 0)
+        {
+            // at most found + 10 names are generated before the first ten missing ones are seen
+            var missing = layout.Tensors().Where(t => !sources.ContainsKey(t.Name)).Take((int)Math.Min(10, missingCount)).Select(t => t.Name);
             throw new InvalidDataException(
-                $"The checkpoint in '{directory}' lacks {missing.Count} tensor(s) the model needs: {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", ..." : "")}.");
-        var unexpected = sources.Keys.Where(k => !parameters.ContainsKey(k) && !Ignorable(k)).ToList();
+                $"The checkpoint in '{directory}' lacks {missingCount} tensor(s) that {described} needs: {string.Join(", ", missing)}{(missingCount > 10 ? ", ..." : "")}.");
+        }
         if (unexpected.Count > 0)
             throw new InvalidDataException(
-                $"The checkpoint in '{directory}' holds {unexpected.Count} tensor(s) the model does not have: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? ", ..." : "")}.");
-        foreach (var (name, target) in parameters)
+                $"The checkpoint in '{directory}' holds {unexpected.Count} tensor(s) the model of {described} does not have: {string.Join(", ", unexpected.Take(10))}{(unexpected.Count > 10 ? ", ..." : "")}.");
+        foreach (var (name, shape) in layout.Tensors())
         {
-            var entry = sources[name].Entry;
-            if (!entry.Shape.SequenceEqual(target.shape))
+            var (file, entry) = sources[name];
+            if (!entry.Shape.SequenceEqual(shape))
                 throw new InvalidDataException(
-                    $"Tensor '{name}' has shape [{string.Join(", ", entry.Shape)}] in '{sources[name].File.Path}', but the model expects [{string.Join(", ", target.shape)}].");
+                    $"Tensor '{name}' has shape {Guard.Shape(entry.Shape)} in '{file.Path}', but {described} expects {Guard.Shape(shape)}.");
             if (!Guard.IsFloatingPoint(entry.Dtype))
-                throw new InvalidDataException($"Tensor '{name}' in '{sources[name].File.Path}' has dtype {entry.Dtype}; weights must be F32, F16, BF16 or F64.");
+                throw new InvalidDataException($"Tensor '{name}' in '{file.Path}' has dtype {entry.Dtype}; weights must be F32, F16, BF16 or F64.");
         }
     }
 

@@ -14,15 +14,19 @@ public sealed record SafetensorsEntry(string Name, ScalarType Dtype, long[] Shap
 
 /// <summary>
 /// A safetensors file opened for reading, one tensor at a time. The header is parsed and every entry checked
-/// against the file (known dtype, data inside the file, byte length equal to shape × element size) when the file
-/// is opened, so a corrupt or truncated file fails at <see cref="Open"/> with an <see cref="InvalidDataException"/>
-/// that names the file, before any tensor is created. <see cref="Read"/> streams one tensor's bytes from disk straight
+/// against the file (known dtype, data inside the file, byte length equal to shape × element size, and the tensors'
+/// bytes tiling the data section in order, without gaps or overlaps, as the format requires) when the file is opened,
+/// so a corrupt or truncated file fails at <see cref="Open"/> with an <see cref="InvalidDataException"/> that names
+/// the file, before any tensor is created. <see cref="Read"/> streams one tensor's bytes from disk straight
 /// into the tensor's memory.
 /// </summary>
 public sealed class SafetensorsFile : IDisposable
 {
     /// <summary>Largest header the format allows (100 MB).</summary>
     public const long MaxHeaderBytes = 100_000_000;
+
+    /// <summary>Deepest JSON nesting a header may have (a tensor's shape sits at depth 3).</summary>
+    private const int MaxHeaderDepth = 8;
 
     private readonly Stream _stream;
 
@@ -179,7 +183,7 @@ public sealed class SafetensorsFile : IDisposable
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(headerBytes);
+            document = JsonDocument.Parse(headerBytes, new JsonDocumentOptions { MaxDepth = MaxHeaderDepth });
         }
         catch (JsonException e)
         {
@@ -201,8 +205,11 @@ public sealed class SafetensorsFile : IDisposable
                             metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
                     continue;
                 }
+                if (entries.ContainsKey(property.Name))
+                    throw new InvalidDataException($"The header of '{path}' lists tensor '{property.Name}' twice.");
                 entries[property.Name] = ParseEntry(path, property, dataStart, dataLength);
             }
+            CheckTiling(path, entries.Values, dataStart, dataLength);
             return (entries, metadata);
         }
         catch (InvalidOperationException e)     // text that is not UTF-8, read as a name or string
@@ -251,6 +258,31 @@ public sealed class SafetensorsFile : IDisposable
         if (end - begin != expected)
             throw Bad($"shape [{string.Join(", ", shape)}] of {dtypeName} needs {expected} bytes, but data_offsets [{begin}, {end}] hold {end - begin}.");
         return new SafetensorsEntry(name, dtype, shape, dataStart + begin, end - begin);
+    }
+
+    /// <summary>
+    /// The format's own rule (the reference implementation's validate): sorted by offset, the tensors' bytes tile the
+    /// data section exactly, so no two tensors share bytes and nothing hides between or after them.
+    /// </summary>
+    private static void CheckTiling(string path, IEnumerable<SafetensorsEntry> entries, long dataStart, long dataLength)
+    {
+        long end = 0;
+        string? previous = null;
+        foreach (var entry in entries.OrderBy(e => e.Offset).ThenBy(e => e.Length).ThenBy(e => e.Name, StringComparer.Ordinal))
+        {
+            long begin = entry.Offset - dataStart;
+            if (begin < end)
+                throw new InvalidDataException(
+                    $"Tensor '{entry.Name}' in '{path}': data_offsets [{begin}, {begin + entry.Length}] overlap tensor '{previous}', which ends at {end}; tensors must not share bytes.");
+            if (begin > end)
+                throw new InvalidDataException(
+                    $"Tensor '{entry.Name}' in '{path}': data_offsets [{begin}, {begin + entry.Length}] leave {begin - end} unused bytes after {(previous is null ? "the header" : $"tensor '{previous}'")}, which ends at {end}; tensors must follow one another without gaps.");
+            end = begin + entry.Length;
+            previous = entry.Name;
+        }
+        if (end != dataLength)
+            throw new InvalidDataException(
+                $"'{path}' holds {dataLength - end} bytes after its last tensor{(previous is null ? "" : $" '{previous}'")}, which ends at data byte {end}; the data section must end where the last tensor does.");
     }
 
     private static ScalarType? ParseDtype(string name) => name switch

@@ -131,6 +131,9 @@ public sealed partial record DecoderConfig
         RequirePositive(d, "head_dim", paramName);
         if (d % 2 != 0)
             throw new ArgumentException($"head_dim must be even for rotary embeddings, but was {d}.", paramName);
+        if ((long)numHeads * d > int.MaxValue)   // the projections' widths are ints: they would wrap
+            throw new ArgumentException(
+                $"num_attention_heads × head_dim ({numHeads} × {d} = {(long)numHeads * d}) must not exceed {int.MaxValue}.", paramName);
     }
 
     private static void RequirePositive(int value, string field, string paramName = "config")

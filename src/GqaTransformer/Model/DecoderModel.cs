@@ -81,15 +81,19 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     /// Loads a HuggingFace checkpoint directory: <c>config.json</c> and <c>model.safetensors</c> (or the shards listed
     /// in <c>model.safetensors.index.json</c>). Llama, Mistral and Qwen2 families. Weights stream tensor by tensor
     /// into the model, converted to <paramref name="dtype"/> (float32, bfloat16 or float16; the file's own dtype does
-    /// not matter). Every key and shape is checked against the file headers before any weight is read; on any error
-    /// nothing is returned.
+    /// not matter). Before any module is built, config.json is checked against the file headers: every tensor it
+    /// implies must be there by name, shape and floating-point dtype, and nothing else, so a config can ask for no
+    /// more than the files hold. On any error nothing is returned.
     /// </summary>
     /// <param name="directory">The checkpoint directory.</param>
     /// <param name="dtype">Element type of the model. Default float32.</param>
     /// <param name="device">Device of the model. Default CPU.</param>
     /// <exception cref="DirectoryNotFoundException">No such directory.</exception>
     /// <exception cref="FileNotFoundException">config.json, the weights or a listed shard is missing.</exception>
-    /// <exception cref="InvalidDataException">A corrupt or truncated file, a missing, unexpected or misshapen tensor.</exception>
+    /// <exception cref="InvalidDataException">
+    /// A corrupt or truncated file (tensors whose bytes overlap or leave gaps included), an index that disagrees with its
+    /// shards, or a missing, unexpected or misshapen tensor; the message names the file, the tensor and both shapes.
+    /// </exception>
     /// <exception cref="NotSupportedException">An architecture, model type or RoPE type this library does not run.</exception>
     public static DecoderModel FromPretrained(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {

@@ -180,6 +180,13 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void A_config_whose_projection_width_overflows_is_an_error()
+    {
+        FluentActions.Invoking(() => DecoderConfig.FromJson("{\"hidden_size\": 64, \"num_attention_heads\": 1048576, \"num_key_value_heads\": 1, \"head_dim\": 4096, \"intermediate_size\": 96, \"num_hidden_layers\": 1, \"vocab_size\": 10}"))
+            .Should().Throw<InvalidDataException>().WithMessage("*num_attention_heads × head_dim (1048576 × 4096 = 4294967296) must not exceed 2147483647*");
+    }
+
+    [Fact]
     public void Llama3_rope_frequencies_follow_the_published_formula()
     {
         // Llama 3.1's rule, restated: wavelengths above old_context/low are divided by factor, below old_context/high

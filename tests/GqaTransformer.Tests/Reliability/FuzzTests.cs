@@ -86,6 +86,21 @@ public class FuzzTests
     }
 
     [Fact]
+    public void Safetensors_index_json_gives_a_weight_map_or_is_refused_by_name()
+    {
+        using var directory = new Fixtures.TempDirectory();
+        byte[][] seeds = [File.ReadAllBytes(Path.Combine(Fixtures.HfRef("llama_sharded"), "model.safetensors.index.json"))];
+        int cases = 0;
+        Fuzz(seeds, bytes =>
+        {
+            string path = Path.Combine(directory.Path, $"{Interlocked.Increment(ref cases)}.index.json");   // cases run on several threads
+            File.WriteAllBytes(path, bytes);
+            PretrainedCheckpoint.ReadWeightMap(path);
+            File.Delete(path);
+        }, typeof(InvalidDataException));
+    }
+
+    [Fact]
     public void Tokenizer_json_loads_and_encodes_or_is_refused_by_name()
     {
         byte[][] seeds = [File.ReadAllBytes(Path.Combine(Fixtures.Root, "chat-tiny", "tokenizer.json")), Encoding.UTF8.GetBytes(SentencePieceStyle)];
