@@ -33,11 +33,12 @@ public class LongRunTests
     }
 
     /// <summary>
-    /// Native heap growth allowed from half-way to the end: the JIT's tiered recompiles and libtorch's lazily made
-    /// per-thread state (measured: 0.7-2.8 MiB over the short runs, under 2 MiB over the long ones, so not a trend).
-    /// Tensor leaks are counted exactly instead.
+    /// Native heap growth allowed from half-way to the end. Bytes in use move without a trend: over 400 load/dispose
+    /// cycles of the tiny model they climbed about 11 KB a cycle and fell back by about 5 MB twice (the allocator's
+    /// per-thread caches count as in use, the JIT recompiles hot methods); the short runs moved 0.7-5.5 MB. A leaked
+    /// tiny model is 1.6 MB a cycle, and tensor leaks are counted exactly instead.
     /// </summary>
-    private const long NativeSlack = 4 << 20;
+    private const long NativeSlack = 8 << 20;
 
     /// <summary>Managed heap growth allowed after warm-up: the runtime's own caches (type loading, the JIT's tiers).</summary>
     private const long ManagedSlack = 2 << 20;
