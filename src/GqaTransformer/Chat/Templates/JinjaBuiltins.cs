@@ -14,7 +14,7 @@ internal static partial class JinjaBuiltins
 {
     private const int MaxCollection = 10_000_000; // range() and string repetition
 
-    public static void AddGlobals(Dictionary<string, object?> globals)
+    public static void AddGlobals(Dictionary<string, object?> globals, Func<DateTime> clock)
     {
         globals["raise_exception"] = new JinjaCallable("raise_exception", (args, _) =>
             throw new ChatTemplateException(args.Count > 0 ? ToStr(args[0]) : "raise_exception was called.", fromTemplate: true));
@@ -38,7 +38,7 @@ internal static partial class JinjaBuiltins
             return Enumerable.Range(0, (int)count).Select(i => (object?)(start + i * step)).ToList();
         });
         globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new OrderedDictionary<string, object?>(kwargs));
-        globals["strftime_now"] = new JinjaCallable("strftime_now", (args, _) => Strftime(DateTime.Now, args.Count > 0 ? ToStr(args[0]) : "%Y-%m-%d"));
+        globals["strftime_now"] = new JinjaCallable("strftime_now", (args, _) => Strftime(clock(), args.Count > 0 ? ToStr(args[0]) : "%Y-%m-%d"));
     }
 
     private static long Int(object? value) => value switch

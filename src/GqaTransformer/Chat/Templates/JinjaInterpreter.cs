@@ -34,10 +34,10 @@ internal sealed class JinjaInterpreter
         }
     }
 
-    public JinjaInterpreter(IReadOnlyDictionary<string, object?> variables)
+    public JinjaInterpreter(IReadOnlyDictionary<string, object?> variables, Func<DateTime> clock)
     {
         _globals = new Scope(null);
-        JinjaBuiltins.AddGlobals(_globals.Vars);
+        JinjaBuiltins.AddGlobals(_globals.Vars, clock);
         foreach (var (name, value) in variables) _globals.Vars[name] = FromClr(value);
     }
 

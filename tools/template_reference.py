@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Writes tests/.../chat-templates/real-expected.json: transformers' own renders of real chat templates.
+
+Each template of the manifest (chat-templates/real/manifest.json) is rendered over every conversation below, with
+add_generation_prompt true and false, exactly as transformers' apply_chat_template does: get_chat_template's choice of
+a named template (a list-form chat_template takes 'tool_use' when tools are given, else 'default'), then
+chat_template_utils.render_jinja_template, which renders `_compile_jinja_template(source)` (jinja2's
+ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks, loopcontrols, its tojson, raise_exception and
+strftime_now) with messages, tools (None when absent), documents=None, add_generation_prompt, bos_token, eos_token.
+
+transformers itself need not be installed, only jinja2: its chat_template_utils.py is loaded from the path given (a
+transformers checkout's src/, e.g. `git --git-dir=MIRROR show REF:src/transformers/utils/chat_template_utils.py`),
+with stubs for the package's logging and import_utils. strftime_now sees a fixed clock (FIXED_NOW) so renders repeat;
+ChatTemplateTests renders with the same clock.
+
+Usage (repository root):
+  TRANSFORMERS_REF="transformers vX.Y" python3 tools/template_reference.py TRANSFORMERS_SRC TEMPLATE_DIR [TEMPLATE_DIR...] > real-expected.json
+TEMPLATE_DIRs are searched for each manifest entry's file name (the committed real/ folder, the fetched folder).
+"""
+import datetime as _dt
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import types
+
+import jinja2
+
+FIXED_NOW = _dt.datetime(2026, 1, 15, 10, 30, 0)
+DATA = "tests/GqaTransformer.Tests/TestData/chat-templates"
+
+
+def load_transformers(src):
+    """transformers.utils.chat_template_utils from src, its package imports stubbed (no torch, no PIL)."""
+    pkg = types.ModuleType("transformers"); pkg.__path__ = []
+    utils = types.ModuleType("transformers.utils"); utils.__path__ = []
+    logging = types.ModuleType("transformers.utils.logging")
+
+    class _Logger:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+    logging.get_logger = lambda name: _Logger()
+    import_utils = types.ModuleType("transformers.utils.import_utils")
+    import_utils.is_jinja_available = lambda: True
+    import_utils.is_torch_available = lambda: False
+    import_utils.is_vision_available = lambda: False
+    utils.logging = logging
+    if "packaging" not in sys.modules:  # only version.parse(jinja2.__version__) >= 3.1.0 is asked
+        packaging = types.ModuleType("packaging"); version = types.ModuleType("packaging.version")
+        version.parse = lambda v: tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+        packaging.version = version
+        sys.modules.update({"packaging": packaging, "packaging.version": version})
+    sys.modules.update({"transformers": pkg, "transformers.utils": utils, "transformers.utils.logging": logging,
+                        "transformers.utils.import_utils": import_utils})
+    path = os.path.join(src, "transformers", "utils", "chat_template_utils.py")
+    spec = importlib.util.spec_from_file_location("transformers.utils.chat_template_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+    class FixedDatetime(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return FIXED_NOW
+    module.datetime = FixedDatetime
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return module, digest
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the weather for a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "The city"},
+        "days": {"type": "integer", "description": "How many days", "minimum": 1, "maximum": 14},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}}
+
+CONVERSATIONS = {
+    "plain": {"messages": [{"role": "user", "content": "Hello, how are you?"}]},
+    "system": {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                            {"role": "user", "content": "What is 2 + 2?"}]},
+    "multi_turn": {"messages": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one?"}]},
+    "tool_calling": {"tools": [WEATHER_TOOL], "messages": [
+        {"role": "system", "content": "You can call tools."},
+        {"role": "user", "content": "Weather in Paris for 3 days?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "abc123XYZ", "type": "function", "function": {
+            "name": "get_weather",
+            "arguments": {"city": "Paris", "days": 3, "zero": 0, "ratio": 0.5, "big": 12345678901, "neg": -7,
+                          "metric": True, "skip": False, "none": None,
+                          "nested": {"list": [1, 2.0, "three", {"deep": [0]}], "empty": {}}}}}]},
+        {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather",
+         "content": "{\"temperature\": 21, \"condition\": \"sunny\"}"},
+        {"role": "assistant", "content": "Sunny, 21 degrees."},
+        {"role": "user", "content": "Thanks!"}]},
+    "unicode": {"messages": [
+        {"role": "system", "content": "Réponds en français — s'il te plaît."},
+        {"role": "user", "content": "Grüße 🌍! 日本語 \"quoted\" <b>&amp;</b> back\\slash\ttab\nnew line"},
+        {"role": "assistant", "content": "Ça va ✓ 😀"},
+        {"role": "user", "content": "ещё раз 👍🏽"}]},
+}
+
+
+def pick(chat_template, tools):
+    """tokenization_utils_base.get_chat_template with no chat_template argument: a dict (list-form in the config)
+    takes 'tool_use' when tools are given and it has one, else 'default'."""
+    if isinstance(chat_template, dict):
+        if tools is not None and "tool_use" in chat_template:
+            return chat_template["tool_use"]
+        if "default" in chat_template:
+            return chat_template["default"]
+        raise ValueError("This model has multiple chat templates with no default specified!")
+    return chat_template
+
+
+def read_template(entry, dirs):
+    for d in dirs:
+        path = os.path.join(d, entry["file"])
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if entry["file"].endswith(".json"):  # a tokenizer_config.json: its chat_template, bos and eos
+                config = json.loads(text)
+                token = lambda v: v.get("content") if isinstance(v, dict) else v
+                t = config["chat_template"]
+                if isinstance(t, list):  # transformers turns the list form into a dict of name -> template
+                    t = {x["name"]: x["template"] for x in t}
+                return t, token(config.get("bos_token")), token(config.get("eos_token"))
+            return text, "<s>", "</s>"
+    return None
+
+
+def main():
+    module, digest = load_transformers(sys.argv[1])
+    dirs = sys.argv[2:]
+    with open(os.path.join(DATA, "real", "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    cases, missing = [], []
+    for entry in manifest["templates"]:
+        found = read_template(entry, dirs)
+        if found is None:
+            missing.append(entry["id"]); continue
+        template, bos, eos = found
+        for name, conversation in CONVERSATIONS.items():
+            tools = conversation.get("tools")
+            source = pick(template, tools)
+            for add_generation_prompt in (True, False):
+                case = {"template": entry["id"], "sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
+                        "conversation": name, "add_generation_prompt": add_generation_prompt,
+                        "bos_token": bos, "eos_token": eos}
+                try:
+                    rendered, _ = module.render_jinja_template(
+                        conversations=[conversation["messages"]], tools=tools, documents=None, chat_template=source,
+                        add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
+                    case["output"] = rendered[0]
+                except Exception as e:  # noqa: BLE001 - any failure of transformers is what we must match
+                    case["error"] = f"{type(e).__name__}: {e}"
+                cases.append(case)
+    ref = os.environ.get("TRANSFORMERS_REF", "transformers")  # which transformers the file came from
+    json.dump({"generator": f"{ref} chat_template_utils.py (sha256 {digest}...) with jinja2 {jinja2.__version__}, "
+                            f"by tools/template_reference.py; strftime_now at {FIXED_NOW.isoformat()}",
+               "conversations": CONVERSATIONS, "cases": cases}, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+    print(f"{len(cases)} renders, {sum('error' in c for c in cases)} raise; templates not found: {missing}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
