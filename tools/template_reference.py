@@ -106,6 +106,35 @@ CONVERSATIONS = {
 }
 
 
+# Jinja constructs checked one by one (ChatTemplateSnippetTests), each rendered as apply_chat_template renders a
+# template: messages (here none unless given), tools=None, documents=None, add_generation_prompt=False, plus variables.
+SNIPPETS = [
+    {"source": "{{ tools is defined }} {{ tools is none }} {{ documents is none }}"},
+    {"source": "{% for m in messages %}{{ m.args.n }} {{ m.args.x }} {{ m.args | tojson }}{% endfor %}",
+     "variables": {"messages": [{"args": {"n": 0, "x": 1.0, "b": 12345678901, "f": 0.5, "t": True}}]}},
+    {"source": "{{ {'é': 'ü', 'k': [1, 2]} | tojson(ensure_ascii=True) }}|{{ {'k': [1, 2]} | tojson(separators=(',', ':')) }}"},
+    {"source": "{{ {'k': [1, 2]} | tojson(indent=2, separators=(',', ': ')) }}|{{ {'k': 1} | tojson(false, 1) }}|{{ {'k': []} | tojson(indent='\t') }}"},
+    {"source": "{{ {'b': 1, 'a': {'d': 2, 'c': 3}} | tojson(sort_keys=true) }}|{{ {1: 'a', 2.5: 'b', true: 'c', none: 'd'} | tojson }}"},
+    {"source": "{{ 'a<'|safe + '<b>&' + \"'\" + '\"' }}|{{ '<b>' + 'x'|safe }}|{{ 'a'|safe ~ '<b>' }}|{{ ('a'|safe + '<') | length }}"},
+    {"source": "{% set s = 'x'|safe %}{{ s + '<' }}|{{ ('<'|safe + '>') + '&' }}"},
+    {"source": "{{ none | selectattr('x') | list }}|{{ none | rejectattr('x', 'equalto', 1) | list }}|{{ none | map(attribute='x') | list }}|{{ none | select | list }}"},
+    {"source": "{{ {1: 'a', 2: 'b'}[1] }}|{{ {1: 'a'} }}|{{ {1: 'a', 2.0: 'b', True: 'c'} }}|{{ {1: 'a'}.get(1) }}|{{ 1 in {1: 'a'} }}|{{ {none: 1} }}"},
+    {"source": "{% for k, v in {4096: 1, 512: 2} | dictsort %}{{ k + 1 }}:{{ v }} {% endfor %}{% for k, v in {'b': 1, 'A': 2, 'a': 3} | dictsort %}{{ k }}{% endfor %}"},
+    {"source": "{{ [3, 1, 2] | sort }}|{{ ['b', 'A', 'a', 'B'] | sort }}|{{ ['b', 'A', 'a'] | sort(case_sensitive=true) }}|{{ [{'n': 2}, {'n': 1}] | sort(attribute='n') }}|{{ [3, 1, 2] | sort(reverse=true) }}|{{ [2, 1] | sort(true) }}"},
+    {"source": "{% filter upper %}ab{{ 'c' }}{% endfilter %}|{% filter trim %}  x  {% endfilter %}|{% filter replace('a', 'b') | upper %}aa{% endfilter %}"},
+    {"source": "{% macro f() %}[{{ caller() }}]{% endmacro %}{% call f() %}in{% endcall %}|{% macro g(n) %}{% for i in range(n) %}{{ caller(i) }}{% endfor %}{% endmacro %}{% call(i) g(3) %}<{{ i }}>{% endcall %}"},
+    {"source": "{% macro f(a) %}{{ a }}{{ varargs | list }}{{ kwargs }}{% endmacro %}{{ f(1, 2, 3, x=4) }}|{{ f(5) }}"},
+    {"source": "{% macro f(a) %}{{ a }}{% endmacro %}{{ f(1, 2) }}"},
+    {"source": "{% macro f(a) %}{{ a }}{% endmacro %}{{ f(1, b=2) }}"},
+    {"source": "{% set m = {'content': [{'type': 'text'}]} %}{{ m.content.0.type }}"},
+    {"source": "{{ [1, 2] | map('string') | tojson }}"},
+    {"source": "{{ ([] | select) | length }}"},
+    {"source": "{{ [1, 2] | reverse | tojson }}"},
+    {"source": "{% set g = [1, 2] | map('string') %}{{ g | list }}{{ g | list }}|{{ 'x' if [] | select else 'y' }}|{{ [1, 2] | reverse | list }}|{{ [1, 2, 1] | unique | list }}|{{ [1, 2] | select | first }}"},
+    {"source": "{{ namespace(a=1) | tojson }}"},
+]
+
+
 def pick(chat_template, tools):
     """tokenization_utils_base.get_chat_template with no chat_template argument: a dict (list-form in the config)
     takes 'tool_use' when tools are given and it has one, else 'default'."""
@@ -161,10 +190,20 @@ def main():
                 except Exception as e:  # noqa: BLE001 - any failure of transformers is what we must match
                     case["error"] = f"{type(e).__name__}: {e}"
                 cases.append(case)
+    snippets = []
+    for snippet in SNIPPETS:
+        variables = {"messages": [], **snippet.get("variables", {})}
+        messages = variables.pop("messages")
+        try:
+            rendered, _ = module.render_jinja_template(conversations=[messages], tools=None, documents=None,
+                                                       chat_template=snippet["source"], add_generation_prompt=False, **variables)
+            snippets.append(snippet | {"output": rendered[0]})
+        except Exception as e:  # noqa: BLE001
+            snippets.append(snippet | {"error": f"{type(e).__name__}: {e}"})
     ref = os.environ.get("TRANSFORMERS_REF", "transformers")  # which transformers the file came from
     json.dump({"generator": f"{ref} chat_template_utils.py (sha256 {digest}...) with jinja2 {jinja2.__version__}, "
                             f"by tools/template_reference.py; strftime_now at {FIXED_NOW.isoformat()}",
-               "conversations": CONVERSATIONS, "cases": cases}, sys.stdout, ensure_ascii=False, indent=1)
+               "conversations": CONVERSATIONS, "cases": cases, "snippets": snippets}, sys.stdout, ensure_ascii=False, indent=1)
     sys.stdout.write("\n")
     print(f"{len(cases)} renders, {sum('error' in c for c in cases)} raise; templates not found: {missing}", file=sys.stderr)
 

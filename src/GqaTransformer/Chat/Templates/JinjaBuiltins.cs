@@ -22,7 +22,7 @@ internal static partial class JinjaBuiltins
         {
             var ns = new JinjaNamespace();
             foreach (var arg in args)
-                if (arg is OrderedDictionary<string, object?> dict) foreach (var (k, v) in dict) ns.Values[k] = v;
+                if (arg is JinjaDict dict) foreach (var (k, v) in dict) ns.Values[ToStr(JinjaDict.Unkey(k))] = v;
             foreach (var (k, v) in kwargs) ns.Values[k] = v;
             return ns;
         });
@@ -37,7 +37,7 @@ internal static partial class JinjaBuiltins
             if (count > MaxCollection) throw new ChatTemplateException($"range() of {count} items is too large.");
             return Enumerable.Range(0, (int)count).Select(i => (object?)(start + i * step)).ToList();
         });
-        globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new OrderedDictionary<string, object?>(kwargs));
+        globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new JinjaDict(kwargs.Select(p => KeyValuePair.Create((object)p.Key, p.Value))));
         globals["strftime_now"] = new JinjaCallable("strftime_now", (args, _) => Strftime(clock(), args.Count > 0 ? ToStr(args[0]) : "%Y-%m-%d"));
     }
 
@@ -79,7 +79,7 @@ internal static partial class JinjaBuiltins
     public static object? GetAttribute(object? target, string name, int line) => target switch
     {
         JinjaUndefined u => throw new ChatTemplateException($"line {line}: '{u.Name}' is undefined, so it has no attribute '{name}'."),
-        OrderedDictionary<string, object?> dict when dict.TryGetValue(name, out var value) => value,
+        JinjaDict dict when dict.TryGetValue(name, out var value) => value,
         JinjaNamespace ns => ns.Values.TryGetValue(name, out var value) ? value : new JinjaUndefined(name),
         JinjaLoop loop => loop.Get(name),
         _ => (object?)Method(target, name) ?? new JinjaUndefined(name),
@@ -91,8 +91,8 @@ internal static partial class JinjaBuiltins
         {
             case JinjaUndefined u:
                 throw new ChatTemplateException($"line {line}: '{u.Name}' is undefined, so it has no item {Repr(key)}.");
-            case OrderedDictionary<string, object?> dict:
-                return key is string k && dict.TryGetValue(k, out var value) ? value : new JinjaUndefined(ToStr(key));
+            case JinjaDict dict:
+                return dict.TryGetValue(JinjaDict.Key(key), out var value) ? value : new JinjaUndefined(ToStr(key));
             case List<object?> list when key is long i:
                 i = i < 0 ? list.Count + i : i;
                 return i >= 0 && i < list.Count ? list[(int)i] : new JinjaUndefined($"[{key}]");
@@ -155,12 +155,12 @@ internal static partial class JinjaBuiltins
                 "format" => Bind((a, _) => Format(s, a)),
                 _ => null,
             },
-            OrderedDictionary<string, object?> dict => name switch
+            JinjaDict dict => name switch
             {
-                "items" => Bind((_, _) => dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()),
-                "keys" => Bind((_, _) => dict.Keys.Select(k => (object?)k).ToList()),
+                "items" => Bind((_, _) => dict.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }).ToList()),
+                "keys" => Bind((_, _) => dict.Keys.Select(JinjaDict.Unkey).ToList()),
                 "values" => Bind((_, _) => dict.Values.ToList()),
-                "get" => Bind((a, _) => a.Count > 0 && a[0] is string key && dict.TryGetValue(key, out var v) ? v : a.Count > 1 ? a[1] : null),
+                "get" => Bind((a, _) => a.Count > 0 && dict.TryGetValue(JinjaDict.Key(a[0]), out var v) ? v : a.Count > 1 ? a[1] : null),
                 _ => null,
             },
             List<object?> list => name switch
@@ -259,7 +259,7 @@ internal static partial class JinjaBuiltins
         return name switch
         {
             "trim" => Arg(0, "chars", null) is { } chars ? ToStr(value).Trim(ToStr(chars).ToCharArray()) : ToStr(value).Trim(),
-            "tojson" => ToJson(value, Arg(0, "indent", null) is { } indent ? (int)Int(indent) : null, Truthy(Arg(1, "sort_keys", false))),
+            "tojson" => ToJson(value, JsonOptionsOf(Arg(0, "ensure_ascii", false), Arg(1, "indent", null), Arg(2, "separators", null), Arg(3, "sort_keys", false), line)),
             "upper" => ToStr(value).ToUpperInvariant(),
             "lower" => ToStr(value).ToLowerInvariant(),
             "capitalize" => Capitalize(ToStr(value)),
@@ -269,15 +269,17 @@ internal static partial class JinjaBuiltins
             {
                 string s => (long)CodePoints(s).Count,
                 JinjaUndefined => 0L,
+                JinjaIterator it => throw new ChatTemplateException($"line {line}: object of type '{it.Kind}' has no len()."),
                 _ => (long)Iterate(value).Count,
             },
             "default" or "d" => value is JinjaUndefined || Truthy(Arg(1, "boolean", false)) && !Truthy(value) ? Arg(0, "default_value", "") : value,
             "first" => Iterate(value) is { Count: > 0 } items ? items[0] : new JinjaUndefined("first"),
-            "last" => Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
+            "last" => value is JinjaIterator it ? throw new ChatTemplateException($"line {line}: '{it.Kind}' object is not reversible.")
+                : Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
             "join" => string.Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
                 ToStr(Arg(1, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item))),
             "string" => ToStr(value),
-            "safe" or "e" or "escape" when name == "safe" => value,
+            "safe" => new JinjaMarkup(ToStr(value)),
             "int" => value switch
             {
                 long l => l,
@@ -296,32 +298,72 @@ internal static partial class JinjaBuiltins
             "abs" => value is long l ? (object)Math.Abs(l) : Math.Abs(ToDouble(value)),
             "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.AwayFromZero),
             "list" => Iterate(value),
-            "items" => value is OrderedDictionary<string, object?> dict ? dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+            "items" => value is JinjaDict dict ? dict.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }).ToList()
                 : value is JinjaUndefined ? [] : throw new ChatTemplateException($"line {line}: items needs a dict, got {TypeName(value)}."),
-            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(CodePoints(s))) : Enumerable.Reverse(Iterate(value)).ToList(),
-            "unique" => Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }),
+            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(CodePoints(s)))
+                : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
+                : Enumerable.Reverse(Iterate(value)).ToList(),
+            "unique" => new JinjaIterator(Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }), "generator"),
+            "sort" => Sorted(Iterate(value), item => SortKey(Arg(2, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item,
+                Truthy(Arg(1, "case_sensitive", false))), Truthy(Arg(0, "reverse", false)), line),
             "sum" => Iterate(value).Aggregate((object?)0L, (total, item) => Binary("+", total, item, line)),
             "min" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b),
             "max" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b),
-            "map" => Arg(-1, "attribute", null) is { } attribute
-                ? Iterate(value).Select(item => GetItem(item, attribute, line)).ToList()
-                : Iterate(value).Select(item => Filter(ToStr(args.FirstOrDefault()), item, args.Skip(1).ToList(), [], line)).ToList(),
-            "select" or "reject" => Iterate(value).Where(item =>
-                (args.Count == 0 ? Truthy(item) : Test(ToStr(args[0]), item, args.Skip(1).ToList(), line)) == (name == "select")).ToList(),
-            "selectattr" or "rejectattr" => Iterate(value).Where(item =>
+            // jinja2 walks these only "if value", so None gives nothing; each returns a one-pass generator
+            "map" => new JinjaIterator(Arg(-1, "attribute", null) is { } attribute
+                ? IterateIf(value).Select(item => GetItem(item, attribute, line) is var v && v is JinjaUndefined && kwargs.TryGetValue("default", out var d) ? d : v).ToList()
+                : IterateIf(value).Select(item => Filter(ToStr(args.FirstOrDefault()), item, args.Skip(1).ToList(), [], line)).ToList(), "generator"),
+            "select" or "reject" => new JinjaIterator(IterateIf(value).Where(item =>
+                (args.Count == 0 ? Truthy(item) : Test(ToStr(args[0]), item, args.Skip(1).ToList(), line)) == (name == "select")).ToList(), "generator"),
+            "selectattr" or "rejectattr" => new JinjaIterator(IterateIf(value).Where(item =>
             {
                 var attribute = GetItem(item, args.FirstOrDefault(), line);
                 bool passes = args.Count < 2 ? Truthy(attribute) : Test(ToStr(args[1]), attribute, args.Skip(2).ToList(), line);
                 return passes == (name == "selectattr");
-            }).ToList(),
+            }).ToList(), "generator"),
             "indent" => Indent(ToStr(value), Arg(0, "width", 4L), Truthy(Arg(1, "first", false)), Truthy(Arg(2, "blank", false))),
-            "dictsort" => value is OrderedDictionary<string, object?> d
-                ? d.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+            "dictsort" => value is JinjaDict d
+                ? Sorted(d.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
                 : throw new ChatTemplateException($"line {line}: dictsort needs a dict."),
             "wordcount" => (long)ToStr(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length,
             _ => throw new ChatTemplateException($"line {line}: no filter named '{name}'."),
         };
     }
+
+    private static List<object?> IterateIf(object? value) => Truthy(value) ? Iterate(value) : [];
+
+    /// <summary>Python's stable sort by a key; <c>reverse</c> keeps equal items in their order, as Python's does.</summary>
+    private static List<object?> Sorted(IEnumerable<object?> items, Func<object?, object?> key, bool reverse, int line)
+    {
+        var list = items.ToList();
+        var keys = list.Select(key).ToList();
+        var comparer = Comparer<int>.Create((a, b) => Compare(keys[a], keys[b], line));
+        var order = reverse ? Enumerable.Range(0, list.Count).OrderByDescending(i => i, comparer) : Enumerable.Range(0, list.Count).OrderBy(i => i, comparer);
+        return order.Select(i => list[i]).ToList();
+    }
+
+    private static object? SortKey(object? value, bool caseSensitive) => !caseSensitive && value is string s ? s.ToLowerInvariant() : value;
+
+    private static JsonOptions JsonOptionsOf(object? ensureAscii, object? indent, object? separators, object? sortKeys, int line)
+    {
+        string? pad = indent switch
+        {
+            null => null,
+            string s => s,
+            _ => new string(' ', (int)Math.Clamp(Int(indent), 0, 1024)),
+        };
+        var (item, key) = separators switch
+        {
+            null => ((string?)null, ": "),
+            List<object?> { Count: 2 } pair when pair[0] is string a && pair[1] is string b => (a, b),
+            _ => throw new ChatTemplateException($"line {line}: tojson separators must be two strings, got {Repr(separators)}."),
+        };
+        return new JsonOptions(Truthy(ensureAscii), pad, item, key, Truthy(sortKeys));
+    }
+
+    /// <summary>markupsafe's escape, which Markup's + applies to the plain string it is joined with.</summary>
+    private static string HtmlEscape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal)
+        .Replace(">", "&gt;", StringComparison.Ordinal).Replace("'", "&#39;", StringComparison.Ordinal).Replace("\"", "&#34;", StringComparison.Ordinal);
 
     private static string Indent(string s, object? width, bool first, bool blank)
     {
@@ -344,9 +386,9 @@ internal static partial class JinjaBuiltins
         "boolean" => value is bool,
         "true" => value is true,
         "false" => value is false,
-        "mapping" => value is OrderedDictionary<string, object?>,
-        "iterable" => value is string or List<object?> or OrderedDictionary<string, object?>,
-        "sequence" => value is string or List<object?> or OrderedDictionary<string, object?>,
+        "mapping" => value is JinjaDict,
+        "iterable" => value is string or List<object?> or JinjaDict,
+        "sequence" => value is string or List<object?> or JinjaDict,
         "callable" => value is JinjaCallable,
         "odd" => Int(value) % 2 != 0,
         "even" => Int(value) % 2 == 0,
@@ -375,7 +417,7 @@ internal static partial class JinjaBuiltins
     {
         string s => item is string part ? s.Contains(part, StringComparison.Ordinal) : throw new ChatTemplateException($"line {line}: 'in <string>' needs a string, got {TypeName(item)}."),
         List<object?> list => list.Any(x => PyEquals(x, item)),
-        OrderedDictionary<string, object?> dict => item is string key && dict.ContainsKey(key),
+        JinjaDict dict => dict.ContainsKey(JinjaDict.Key(item)),
         JinjaUndefined => false,
         _ => throw new ChatTemplateException($"line {line}: {TypeName(container)} does not support 'in'."),
     };
@@ -394,6 +436,14 @@ internal static partial class JinjaBuiltins
             case "not in": return !Contains(right, left, line);
             case "~": return ToStr(left) + ToStr(right);
         }
+        switch (op, left, right)
+        {
+            case ("+", JinjaMarkup a, JinjaMarkup b): return new JinjaMarkup(a.Text + b.Text);
+            case ("+", JinjaMarkup a, string b): return new JinjaMarkup(a.Text + HtmlEscape(b));
+            case ("+", string a, JinjaMarkup b): return new JinjaMarkup(HtmlEscape(a) + b.Text);
+        }
+        if (left is JinjaMarkup ml) left = ml.Text;
+        if (right is JinjaMarkup mr) right = mr.Text;
         switch (op, left, right)
         {
             case ("+", string a, string b): return a + b;

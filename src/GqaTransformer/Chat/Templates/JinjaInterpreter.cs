@@ -76,6 +76,19 @@ internal sealed class JinjaInterpreter
                 case MacroNode macro:
                     scope.Vars[macro.Name] = MakeMacro(macro, scope);
                     break;
+                case CallBlockNode block:
+                    output.Append(ToStr(CallBlock(block, scope)));
+                    break;
+                case FilterBlockNode block:
+                {
+                    var captured = new StringBuilder();
+                    Render(block.Body, scope, captured);
+                    object? value = captured.ToString();
+                    foreach (var (name, args, kwargs) in block.Filters)
+                        value = JinjaBuiltins.Filter(name, value, args.Select(a => Eval(a, scope)).ToList(), kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope)), block.Line);
+                    output.Append(ToStr(value));
+                    break;
+                }
                 case LoopControlNode control:
                     return control.IsBreak ? Flow.Break : Flow.Continue;
             }
@@ -120,7 +133,7 @@ internal sealed class JinjaInterpreter
             Render(set.Body, scope, captured);
             value = captured.ToString();
         }
-        else value = Eval(set.Value!, scope);
+        else value = EvalKeepingMarkup(set.Value!, scope);
         if (set.Attribute is not null)
         {
             if (!scope.TryGet(set.Targets[0], out var target) || target is not JinjaNamespace ns)
@@ -137,27 +150,66 @@ internal sealed class JinjaInterpreter
     /// <summary>A macro sees its parameters and the scope it was defined in (itself included, so it may recurse, within the depth limit).</summary>
     private JinjaCallable MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
-        Enter(macro.Line);
         var scope = new Scope(definedIn);
-        for (int p = 0; p < macro.Parameters.Count; p++)
-        {
-            var (name, fallback) = macro.Parameters[p];
-            scope.Vars[name] = p < args.Count ? args[p]
-                : kwargs.TryGetValue(name, out var given) ? given
-                : fallback is not null ? Eval(fallback, scope) : new JinjaUndefined(name);
-        }
+        if (kwargs.Remove("caller", out var caller)) scope.Vars["caller"] = caller;
+        if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
+            throw new ChatTemplateException($"line {macro.Line}: macro '{macro.Name}' takes not more than {macro.Parameters.Count} argument(s).");
+        var extra = kwargs.Keys.Where(k => !macro.Parameters.Any(p => p.Name == k)).ToList();
+        if (extra.Count > 0 && !macro.TakesKwargs)
+            throw new ChatTemplateException($"line {macro.Line}: macro '{macro.Name}' takes no keyword argument '{extra[0]}'.");
+        Enter(macro.Line);
+        BindParameters(scope, macro.Parameters, args, kwargs);
+        if (macro.TakesVarargs) scope.Vars["varargs"] = args.Skip(macro.Parameters.Count).ToList();
+        if (macro.TakesKwargs) scope.Vars["kwargs"] = new JinjaDict(extra.Select(k => KeyValuePair.Create((object)k, kwargs[k])));
         var output = new StringBuilder();
         Render(macro.Body, scope, output);
         _depth--;
         return output.ToString();
     });
 
+    /// <summary>Calls the block's macro with <c>caller</c>: a macro of the block's parameters that renders its body where the block stands.</summary>
+    private object? CallBlock(CallBlockNode block, Scope scope)
+    {
+        var caller = new JinjaCallable("caller", (args, kwargs) =>
+        {
+            Enter(block.Line);
+            var inner = new Scope(scope);
+            BindParameters(inner, block.CallerParameters, args, kwargs);
+            var output = new StringBuilder();
+            Render(block.Body, inner, output);
+            _depth--;
+            return output.ToString();
+        });
+        if (Eval(block.Call.Target, scope) is not JinjaCallable macro) throw new ChatTemplateException($"line {block.Line}: 'call' needs a macro.");
+        var kwargs = block.Call.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope));
+        kwargs["caller"] = caller;
+        return macro.Invoke(block.Call.Args.Select(a => Eval(a, scope)).ToList(), kwargs);
+    }
+
+    private void BindParameters(Scope scope, IReadOnlyList<(string Name, JinjaExpr? Default)> parameters, List<object?> args, Dictionary<string, object?> kwargs)
+    {
+        for (int p = 0; p < parameters.Count; p++)
+        {
+            var (name, fallback) = parameters[p];
+            scope.Vars[name] = p < args.Count ? args[p]
+                : kwargs.TryGetValue(name, out var given) ? given
+                : fallback is not null ? Eval(fallback, scope) : new JinjaUndefined(name);
+        }
+    }
+
     private void Enter(int line)
     {
         if (++_depth > MaxDepth) throw new ChatTemplateException($"line {line}: nesting deeper than {MaxDepth} (a macro that calls itself?).");
     }
 
+    /// <summary>A value, with <c>|safe</c>'s markup as its text: only <c>+</c> and a variable keep the markup (see <see cref="JinjaMarkup"/>).</summary>
     private object? Eval(JinjaExpr expr, Scope scope)
+    {
+        var value = EvalKeepingMarkup(expr, scope);
+        return value is JinjaMarkup markup ? markup.Text : value;
+    }
+
+    private object? EvalKeepingMarkup(JinjaExpr expr, Scope scope)
     {
         Enter(expr.Line);
         try
@@ -167,7 +219,7 @@ internal sealed class JinjaInterpreter
                 LiteralExpr literal => literal.Value,
                 NameExpr name => scope.TryGet(name.Name, out var value) ? value : new JinjaUndefined(name.Name),
                 ListExpr list => list.Items.Select(item => Eval(item, scope)).ToList(),
-                DictExpr dict => new OrderedDictionary<string, object?>(dict.Items.Select(p => KeyValuePair.Create(ToStr(Eval(p.Key, scope)), Eval(p.Value, scope)))),
+                DictExpr dict => new JinjaDict(dict.Items.Select(p => KeyValuePair.Create(JinjaDict.Key(Eval(p.Key, scope)), Eval(p.Value, scope)))),
                 AttributeExpr attribute => JinjaBuiltins.GetAttribute(Eval(attribute.Target, scope), attribute.Name, attribute.Line),
                 IndexExpr index => JinjaBuiltins.GetItem(Eval(index.Target, scope), Eval(index.Index, scope), index.Line),
                 SliceExpr slice => JinjaBuiltins.Slice(Eval(slice.Target, scope), Optional(slice.Start, scope), Optional(slice.Stop, scope), Optional(slice.Step, scope), slice.Line),
@@ -183,6 +235,7 @@ internal sealed class JinjaInterpreter
                 },
                 BinaryExpr { Op: "and" } and => Eval(and.Left, scope) is var first && !Truthy(first) ? first : Eval(and.Right, scope),
                 BinaryExpr { Op: "or" } or => Eval(or.Left, scope) is var left && Truthy(left) ? left : Eval(or.Right, scope),
+                BinaryExpr { Op: "+" } plus => JinjaBuiltins.Binary("+", EvalKeepingMarkup(plus.Left, scope), EvalKeepingMarkup(plus.Right, scope), plus.Line),
                 BinaryExpr binary => JinjaBuiltins.Binary(binary.Op, Eval(binary.Left, scope), Eval(binary.Right, scope), binary.Line),
                 ConditionalExpr conditional => Truthy(Eval(conditional.Condition, scope)) ? Eval(conditional.Then, scope)
                     : conditional.Else is null ? new JinjaUndefined("else") : Eval(conditional.Else, scope),

@@ -11,6 +11,7 @@ internal sealed class JinjaParser
     private int _piece;
     private IReadOnlyList<JinjaToken> _tokens = [];
     private int _token;
+    private readonly List<HashSet<string>> _macroNames = [];  // the names read inside each macro being parsed
 
     private JinjaParser(List<JinjaPiece> pieces) => _pieces = pieces;
 
@@ -50,6 +51,8 @@ internal sealed class JinjaParser
                 "for" => ParseFor(tag.Line),
                 "set" => ParseSet(tag.Line),
                 "macro" => ParseMacro(tag.Line),
+                "call" => ParseCallBlock(tag.Line),
+                "filter" => ParseFilterBlock(tag.Line),
                 "break" or "continue" => EndThen(new LoopControlNode(keyword == "break", tag.Line)),
                 "generation" => EndThen(new IfNode([(new LiteralExpr(true, tag.Line), ParseUntil(tag.Line, "endgeneration"))], null, tag.Line)),
                 _ => throw Error($"unknown statement '{keyword}'", tag.Line),
@@ -126,6 +129,16 @@ internal sealed class JinjaParser
     private MacroNode ParseMacro(int line)
     {
         string name = ExpectName();
+        var parameters = ParseParameters();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        _macroNames.Add(names);
+        var body = ParseUntil(line, "endmacro");
+        _macroNames.RemoveAt(_macroNames.Count - 1);
+        return new MacroNode(name, parameters, body, names.Contains("varargs"), names.Contains("kwargs"), line);
+    }
+
+    private List<(string, JinjaExpr?)> ParseParameters()
+    {
         var parameters = new List<(string, JinjaExpr?)>();
         Expect("(");
         while (!Accept(")"))
@@ -134,7 +147,27 @@ internal sealed class JinjaParser
             parameters.Add((parameter, Accept("=") ? ParseExpression() : null));
             if (!Accept(",")) { Expect(")"); break; }
         }
-        return new MacroNode(name, parameters, ParseUntil(line, "endmacro"), line);
+        return parameters;
+    }
+
+    private CallBlockNode ParseCallBlock(int line)
+    {
+        var parameters = Peek is { Kind: JinjaTokenKind.Operator, Text: "(" } ? ParseParameters() : [];
+        if (ParsePostfix(ParsePrimary()) is not CallExpr call) throw Error("'call' needs a macro call", line);
+        return new CallBlockNode(call, parameters, ParseUntil(line, "endcall"), line);
+    }
+
+    private FilterBlockNode ParseFilterBlock(int line)
+    {
+        var filters = new List<(string, IReadOnlyList<JinjaExpr>, IReadOnlyList<(string, JinjaExpr)>)>();
+        do
+        {
+            string name = ExpectDottedName();
+            var (args, kwargs) = Peek is { Kind: JinjaTokenKind.Operator, Text: "(" } ? ParseArguments() : ([], []);
+            filters.Add((name, args, kwargs));
+        }
+        while (Accept("|"));
+        return new FilterBlockNode(filters, ParseUntil(line, "endfilter"), line);
     }
 
     // Expressions, lowest precedence first.
@@ -271,7 +304,10 @@ internal sealed class JinjaParser
     {
         while (true)
         {
-            if (Accept(".")) target = new AttributeExpr(target, ExpectName(), target.Line);
+            if (Accept("."))
+                target = Peek is { Kind: JinjaTokenKind.Number, Value: long index }                // m.content.0 is m.content[0]
+                    ? new IndexExpr(target, new LiteralExpr(_tokens[_token++].Value, target.Line), target.Line)
+                    : new AttributeExpr(target, ExpectName(), target.Line);
             else if (Peek is { Kind: JinjaTokenKind.Operator, Text: "[" })
             {
                 _token++;
@@ -338,7 +374,7 @@ internal sealed class JinjaParser
                     "true" or "True" => new LiteralExpr(true, token.Line),
                     "false" or "False" => new LiteralExpr(false, token.Line),
                     "none" or "None" => new LiteralExpr(null, token.Line),
-                    _ => new NameExpr(token.Text, token.Line),
+                    _ => Name(token),
                 };
             case JinjaTokenKind.Operator when token.Text == "(":
             {
@@ -374,6 +410,12 @@ internal sealed class JinjaParser
             default:
                 throw Error(token.Kind == JinjaTokenKind.End ? "an expression is missing" : $"unexpected '{token.Text}'", token.Line);
         }
+    }
+
+    private NameExpr Name(JinjaToken token)
+    {
+        foreach (var names in _macroNames) names.Add(token.Text);
+        return new NameExpr(token.Text, token.Line);
     }
 
     private JinjaToken Peek => _tokens[_token];

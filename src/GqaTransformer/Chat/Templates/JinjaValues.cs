@@ -9,6 +9,31 @@ internal sealed class JinjaUndefined(string name)
     public string Name { get; } = name;
 }
 
+/// <summary>
+/// What <c>|safe</c> returns, markupsafe's <c>Markup</c>: a string that, joined by <c>+</c> with a plain string (either
+/// side), HTML-escapes that string, as jinja2 does even without autoescape. Anywhere else it is its text.
+/// </summary>
+internal sealed record JinjaMarkup(string Text);
+
+/// <summary>
+/// What jinja2's map, select, reject, selectattr, rejectattr, unique and reverse (of a list) return: a one-pass
+/// iterator, not a list. It is always true, has no length, cannot be indexed or written by tojson, and a second walk
+/// over it finds nothing; <c>|list</c> makes a list of it.
+/// </summary>
+internal sealed class JinjaIterator(List<object?> items, string kind)
+{
+    private List<object?>? _items = items;
+
+    public string Kind { get; } = kind;
+
+    public List<object?> Take()
+    {
+        var items = _items ?? [];
+        _items = null;
+        return items;
+    }
+}
+
 /// <summary>What <c>namespace()</c> returns: the one object whose attributes a template may set from inside a loop.</summary>
 internal sealed class JinjaNamespace
 {
@@ -52,7 +77,7 @@ internal static class JinjaValues
         double d => d != 0,
         string s => s.Length > 0,
         List<object?> list => list.Count > 0,
-        OrderedDictionary<string, object?> dict => dict.Count > 0,
+        JinjaDict dict => dict.Count > 0,
         _ => true,
     };
 
@@ -61,6 +86,7 @@ internal static class JinjaValues
     {
         JinjaUndefined => "",
         string s => s,
+        JinjaMarkup m => m.Text,
         _ => Repr(value),
     };
 
@@ -74,8 +100,10 @@ internal static class JinjaValues
         double d => FloatRepr(d),
         string s => QuoteRepr(s),
         List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
-        OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => QuoteRepr(p.Key) + ": " + Repr(p.Value))) + "}",
+        JinjaDict dict => "{" + string.Join(", ", dict.Select(p => Repr(JinjaDict.Unkey(p.Key)) + ": " + Repr(p.Value))) + "}",
         JinjaNamespace => "<Namespace>",
+        JinjaMarkup m => QuoteRepr(m.Text),
+        JinjaIterator it => $"<{it.Kind} object>",
         JinjaCallable c => $"<function {c.Name}>",
         _ => value.ToString() ?? "",
     };
@@ -103,57 +131,76 @@ internal static class JinjaValues
         return sb.Append(quote).ToString();
     }
 
-    /// <summary>Python's <c>json.dumps(value, ensure_ascii=False, indent=indent)</c>, as transformers' <c>tojson</c> filter.</summary>
-    public static string ToJson(object? value, int? indent = null, bool sortKeys = false)
+    /// <summary>The options of transformers' <c>tojson</c> filter, which are <c>json.dumps</c>'s.</summary>
+    public sealed record JsonOptions(bool EnsureAscii = false, string? Indent = null, string? ItemSeparator = null, string KeySeparator = ": ",
+        bool SortKeys = false);
+
+    /// <summary>Nesting <c>tojson</c> writes before it stops (Python's own recursion limit is about a thousand).</summary>
+    public const int MaxJsonDepth = 512;
+
+    /// <summary>Python's <c>json.dumps</c>, as transformers' <c>tojson</c> filter calls it (ensure_ascii off by default).</summary>
+    public static string ToJson(object? value, JsonOptions? options = null)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, value, indent, sortKeys, 0);
+        WriteJson(sb, value, options ?? new JsonOptions(), 0);
         return sb.ToString();
     }
 
-    private static void WriteJson(StringBuilder sb, object? value, int? indent, bool sortKeys, int depth)
+    private static void WriteJson(StringBuilder sb, object? value, JsonOptions o, int depth)
     {
+        if (depth > MaxJsonDepth) throw new ChatTemplateException($"tojson: a value nested deeper than {MaxJsonDepth} (MaxJsonDepth).");
         switch (value)
         {
-            case null or JinjaUndefined: sb.Append("null"); break;
+            case null: sb.Append("null"); break;
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
-            case string s: JsonString(sb, s); break;
+            case string s: JsonString(sb, s, o.EnsureAscii); break;
             case List<object?> list:
-                WriteItems(sb, '[', ']', list.Count, indent, depth, i => WriteJson(sb, list[i], indent, sortKeys, depth + 1));
+                WriteItems(sb, '[', ']', list.Count, o, depth, i => WriteJson(sb, list[i], o, depth + 1));
                 break;
-            case OrderedDictionary<string, object?> dict:
+            case JinjaDict dict:
             {
-                var pairs = sortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
-                WriteItems(sb, '{', '}', pairs.Count, indent, depth, i =>
+                var pairs = dict.Select(p => (Key: JsonKey(JinjaDict.Unkey(p.Key)), p.Value)).ToList();
+                if (o.SortKeys) pairs = [.. pairs.OrderBy(p => p.Key, StringComparer.Ordinal)];
+                WriteItems(sb, '{', '}', pairs.Count, o, depth, i =>
                 {
-                    JsonString(sb, pairs[i].Key);
-                    sb.Append(": ");
-                    WriteJson(sb, pairs[i].Value, indent, sortKeys, depth + 1);
+                    JsonString(sb, pairs[i].Key, o.EnsureAscii);
+                    sb.Append(o.KeySeparator);
+                    WriteJson(sb, pairs[i].Value, o, depth + 1);
                 });
                 break;
             }
-            case JinjaNamespace ns: WriteJson(sb, ns.Values, indent, sortKeys, depth); break;
-            default: throw new ChatTemplateException($"tojson cannot write a {value.GetType().Name}.");
+            default: throw new ChatTemplateException($"tojson: Object of type {TypeName(value)} is not JSON serializable.");
         }
     }
 
-    private static void WriteItems(StringBuilder sb, char open, char close, int count, int? indent, int depth, Action<int> item)
+    /// <summary>json.dumps turns int, float, bool and None keys into strings; other keys are an error.</summary>
+    private static string JsonKey(object? key) => key switch
+    {
+        string s => s,
+        null => "null",
+        bool b => b ? "true" : "false",
+        long or double => Repr(key),
+        _ => throw new ChatTemplateException($"tojson: keys must be str, int, float, bool or None, not {TypeName(key)}."),
+    };
+
+    private static void WriteItems(StringBuilder sb, char open, char close, int count, JsonOptions o, int depth, Action<int> item)
     {
         sb.Append(open);
         if (count == 0) { sb.Append(close); return; }
+        string separator = o.ItemSeparator ?? (o.Indent is null ? ", " : ",");
         for (int i = 0; i < count; i++)
         {
-            if (indent is { } n) sb.Append(i == 0 ? "" : ",").Append('\n').Append(' ', n * (depth + 1));
-            else if (i > 0) sb.Append(", ");
+            if (i > 0) sb.Append(separator);
+            if (o.Indent is { } pad) sb.Append('\n').Insert(sb.Length, pad, depth + 1);
             item(i);
         }
-        if (indent is { } m) sb.Append('\n').Append(' ', m * depth);
+        if (o.Indent is { } last) sb.Append('\n').Insert(sb.Length, last, depth);
         sb.Append(close);
     }
 
-    private static void JsonString(StringBuilder sb, string s)
+    private static void JsonString(StringBuilder sb, string s, bool ensureAscii)
     {
         sb.Append('"');
         foreach (char c in s)
@@ -168,7 +215,7 @@ internal static class JinjaValues
                 case '\b': sb.Append("\\b"); break;
                 case '\f': sb.Append("\\f"); break;
                 default:
-                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    if (c < 0x20 || ensureAscii && c > 0x7e) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else sb.Append(c);
                     break;
             }
@@ -186,7 +233,7 @@ internal static class JinjaValues
         (bool x, bool y) => x == y,
         (long or double or bool, long or double or bool) => ToDouble(a) == ToDouble(b),
         (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second)),
-        (OrderedDictionary<string, object?> x, OrderedDictionary<string, object?> y)
+        (JinjaDict x, JinjaDict y)
             => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v)),
         _ => ReferenceEquals(a, b),
     };
@@ -208,8 +255,10 @@ internal static class JinjaValues
         double => "float",
         string => "str",
         List<object?> => "list",
-        OrderedDictionary<string, object?> => "dict",
+        JinjaDict => "dict",
         JinjaNamespace => "namespace",
+        JinjaMarkup => "str",
+        JinjaIterator it => it.Kind,
         _ => "object",
     };
 
@@ -218,8 +267,10 @@ internal static class JinjaValues
     {
         JinjaUndefined => [],
         List<object?> list => [.. list],
-        OrderedDictionary<string, object?> dict => [.. dict.Keys],
+        JinjaDict dict => [.. dict.Keys.Select(JinjaDict.Unkey)],
         string s => [.. CodePoints(s)],
+        JinjaMarkup m => [.. CodePoints(m.Text)],
+        JinjaIterator it => it.Take(),
         _ => throw new ChatTemplateException($"{TypeName(value)} is not iterable."),
     };
 
@@ -229,7 +280,7 @@ internal static class JinjaValues
     /// <summary>JSON as template values: objects in their order, lists, strings, integers, floats, booleans, null.</summary>
     public static object? FromJson(System.Text.Json.JsonElement e) => e.ValueKind switch
     {
-        System.Text.Json.JsonValueKind.Object => new OrderedDictionary<string, object?>(e.EnumerateObject().Select(p => KeyValuePair.Create(p.Name, FromJson(p.Value)))),
+        System.Text.Json.JsonValueKind.Object => new JinjaDict(e.EnumerateObject().Select(p => KeyValuePair.Create((object)p.Name, FromJson(p.Value)))),
         System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
         System.Text.Json.JsonValueKind.String => e.GetString(),
         System.Text.Json.JsonValueKind.Number => e.TryGetInt64(out long l) ? (object)l : e.GetDouble(), // boxed apart: a ?: of long and double is a double
@@ -246,9 +297,9 @@ internal static class JinjaValues
         int i => (long)i,
         float f => (double)f,
         decimal m => (double)m,
-        OrderedDictionary<string, object?> dict => new OrderedDictionary<string, object?>(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
-        System.Collections.IDictionary dict => new OrderedDictionary<string, object?>(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(k.ToString()!, FromClr(dict[k])))),
-        IEnumerable<KeyValuePair<string, object?>> pairs => new OrderedDictionary<string, object?>(pairs.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
+        JinjaDict dict => new JinjaDict(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
+        System.Collections.IDictionary dict => new JinjaDict(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(JinjaDict.Key(FromClr(k)), FromClr(dict[k])))),
+        IEnumerable<KeyValuePair<string, object?>> pairs => new JinjaDict(pairs.Select(p => KeyValuePair.Create((object)p.Key, FromClr(p.Value)))),
         System.Collections.IEnumerable items => items.Cast<object?>().Select(FromClr).ToList(),
         _ => value.ToString(),
     };
