@@ -12,7 +12,6 @@ namespace GqaTransformer;
 /// </summary>
 internal static partial class JinjaBuiltins
 {
-    private const int MaxCollection = 10_000_000; // range() and string repetition
 
     public static void AddGlobals(Dictionary<string, object?> globals, Func<DateTime> clock)
     {
@@ -34,7 +33,7 @@ internal static partial class JinjaBuiltins
             else throw new ChatTemplateException("range() needs at least one argument.");
             if (step == 0) throw new ChatTemplateException("range() step must not be zero.");
             long count = Math.Max(0, (stop - start + step - Math.Sign(step)) / step);
-            if (count > MaxCollection) throw new ChatTemplateException($"range() of {count} items is too large.");
+            JinjaLimits.CheckItems(count, 0);
             return Enumerable.Range(0, (int)count).Select(i => (object?)(start + i * step)).ToList();
         });
         globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new JinjaDict(kwargs.Select(p => KeyValuePair.Create((object)p.Key, p.Value))));
@@ -96,10 +95,13 @@ internal static partial class JinjaBuiltins
             case List<object?> list when key is long i:
                 i = i < 0 ? list.Count + i : i;
                 return i >= 0 && i < list.Count ? list[(int)i] : new JinjaUndefined($"[{key}]");
+            case string s when key is long i && !s.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF'):   // no surrogates: chars are code points
+                i = i < 0 ? s.Length + i : i;
+                return i >= 0 && i < s.Length ? s[(int)i].ToString() : new JinjaUndefined($"[{key}]");
             case string s when key is long i:
-                var chars = CodePoints(s);
-                i = i < 0 ? chars.Count + i : i;
-                return i >= 0 && i < chars.Count ? chars[(int)i] : new JinjaUndefined($"[{key}]");
+                var runes = Runes(s);
+                i = i < 0 ? runes.Length + i : i;
+                return i >= 0 && i < runes.Length ? runes[(int)i].ToString() : new JinjaUndefined($"[{key}]");
             case JinjaNamespace or JinjaLoop when key is string name:
                 return GetAttribute(target, name, line);
             default:
@@ -111,9 +113,9 @@ internal static partial class JinjaBuiltins
     {
         long by = step is null ? 1 : Int(step);
         if (by == 0) throw new ChatTemplateException($"line {line}: slice step cannot be zero.");
-        List<object?> items = target is string s ? CodePoints(s) : target is List<object?> l ? l
-            : throw new ChatTemplateException($"line {line}: {TypeName(target)} cannot be sliced.");
-        int n = items.Count;
+        var runes = target is string s ? Runes(s) : null;
+        var items = target is List<object?> l ? l : runes is null ? throw new ChatTemplateException($"line {line}: {TypeName(target)} cannot be sliced.") : null;
+        int n = runes?.Length ?? items!.Count;
         long Clamp(object? v, long fallback)
         {
             if (v is null) return fallback;
@@ -122,9 +124,15 @@ internal static partial class JinjaBuiltins
             return by > 0 ? Math.Clamp(x, 0, n) : Math.Clamp(x, -1, n - 1);
         }
         long from = Clamp(start, by > 0 ? 0 : n - 1), to = Clamp(stop, by > 0 ? n : -1);
+        if (runes is not null)
+        {
+            var text = new StringBuilder();
+            for (long i = from; by > 0 ? i < to : i > to; i += by) text.Append(runes[(int)i].ToString());
+            return text.ToString();
+        }
         var result = new List<object?>();
-        for (long i = from; by > 0 ? i < to : i > to; i += by) result.Add(items[(int)i]);
-        return target is string ? string.Concat(result.Select(ToStr)) : result;
+        for (long i = from; by > 0 ? i < to : i > to; i += by) result.Add(items![(int)i]);
+        return result;
     }
 
     /// <summary>A Python method of a string, list or dict, bound to it; null when there is none of that name.</summary>
@@ -150,7 +158,7 @@ internal static partial class JinjaBuiltins
                 "replace" => Bind((a, _) => a.Count < 2 ? throw new ChatTemplateException("replace() needs two arguments.") : Replace(s, ToStr(a[0]), ToStr(a[1]), a.Count > 2 ? Int(a[2]) : -1)),
                 "find" => Bind((a, _) => (long)s.IndexOf(ToStr(a.FirstOrDefault()), StringComparison.Ordinal)),
                 "count" => Bind((a, _) => (long)Count(s, ToStr(a.FirstOrDefault()))),
-                "join" => Bind((a, _) => string.Join(s, Iterate(a.FirstOrDefault()).Select(ToStr))),
+                "join" => Bind((a, _) => Join(s, Iterate(a.FirstOrDefault()).Select(ToStr), 0)),
                 "isdigit" => Bind((_, _) => s.Length > 0 && s.All(char.IsDigit)),
                 "format" => Bind((a, _) => Format(s, a)),
                 _ => null,
@@ -183,13 +191,16 @@ internal static partial class JinjaBuiltins
             return words.Select(w => (object?)w).ToList();
         }
         if (separator.Length == 0) throw new ChatTemplateException("split() separator must not be empty.");
+        JinjaLimits.CheckItems(Count(s, separator) + 1L, 0);
         var parts = maxSplit < 0 ? s.Split(separator) : s.Split(separator, (int)Math.Min(maxSplit + 1, int.MaxValue));
         return parts.Select(p => (object?)p).ToList();
     }
 
     private static string Replace(string s, string old, string replacement, long count)
     {
-        if (count < 0) return old.Length == 0 ? s : s.Replace(old, replacement, StringComparison.Ordinal);
+        long found = Math.Min(count < 0 ? long.MaxValue : count, old.Length == 0 ? s.Length + 1 : Count(s, old));
+        JinjaLimits.CheckString(s.Length + found * (replacement.Length - (long)old.Length), 0);
+        if (count < 0 && old.Length > 0) return s.Replace(old, replacement, StringComparison.Ordinal);
         var sb = new StringBuilder();
         int at = 0;
         for (long n = 0; n < count; n++)
@@ -216,7 +227,7 @@ internal static partial class JinjaBuiltins
         int next = 0;
         for (int i = 0; i < s.Length; i++)
         {
-            if (s[i] == '{' && i + 1 < s.Length && s[i + 1] == '}') { sb.Append(next < args.Count ? ToStr(args[next++]) : ""); i++; }
+            if (s[i] == '{' && i + 1 < s.Length && s[i + 1] == '}') { sb.Append(next < args.Count ? ToStr(args[next++]) : ""); i++; JinjaLimits.CheckString(sb.Length, 0); }
             else sb.Append(s[i]);
         }
         return sb.ToString();
@@ -267,7 +278,7 @@ internal static partial class JinjaBuiltins
             "replace" => Replace(ToStr(value), ToStr(Arg(0, "old", "")), ToStr(Arg(1, "new", "")), Arg(2, "count", null) is { } c ? Int(c) : -1),
             "length" or "count" => value switch
             {
-                string s => (long)CodePoints(s).Count,
+                string s => (long)CodePointCount(s),
                 JinjaUndefined => 0L,
                 JinjaIterator it => throw new ChatTemplateException($"line {line}: object of type '{it.Kind}' has no len()."),
                 _ => (long)Iterate(value).Count,
@@ -276,8 +287,8 @@ internal static partial class JinjaBuiltins
             "first" => Iterate(value) is { Count: > 0 } items ? items[0] : new JinjaUndefined("first"),
             "last" => value is JinjaIterator it ? throw new ChatTemplateException($"line {line}: '{it.Kind}' object is not reversible.")
                 : Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
-            "join" => string.Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
-                ToStr(Arg(1, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item))),
+            "join" => Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
+                ToStr(Arg(1, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item)), line),
             "string" => ToStr(value),
             "safe" => new JinjaMarkup(ToStr(value)),
             "int" => value switch
@@ -300,7 +311,7 @@ internal static partial class JinjaBuiltins
             "list" => Iterate(value),
             "items" => value is JinjaDict dict ? dict.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }).ToList()
                 : value is JinjaUndefined ? [] : throw new ChatTemplateException($"line {line}: items needs a dict, got {TypeName(value)}."),
-            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(CodePoints(s)))
+            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(Runes(s)))
                 : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
                 : Enumerable.Reverse(Iterate(value)).ToList(),
             "unique" => new JinjaIterator(Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }), "generator"),
@@ -328,6 +339,14 @@ internal static partial class JinjaBuiltins
             "wordcount" => (long)ToStr(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length,
             _ => throw new ChatTemplateException($"line {line}: no filter named '{name}'."),
         };
+    }
+
+    /// <summary><c>sep.join(parts)</c>, its length checked before it is made: a list may hold one long string many times.</summary>
+    private static string Join(string separator, IEnumerable<string> parts, int line)
+    {
+        var list = parts.ToList();
+        JinjaLimits.CheckString(list.Sum(p => (long)p.Length) + (long)separator.Length * Math.Max(0, list.Count - 1), line);
+        return string.Join(separator, list);
     }
 
     private static List<object?> IterateIf(object? value) => Truthy(value) ? Iterate(value) : [];
@@ -367,8 +386,9 @@ internal static partial class JinjaBuiltins
 
     private static string Indent(string s, object? width, bool first, bool blank)
     {
-        string pad = width is string w ? w : new string(' ', (int)Int(width));
+        string pad = width is string w ? w : new string(' ', (int)Math.Clamp(Int(width), 0, JinjaLimits.MaxStringChars));
         var lines = s.Split('\n');
+        JinjaLimits.CheckString(s.Length + (long)pad.Length * lines.Length, 0);
         for (int i = 0; i < lines.Length; i++)
             if ((i > 0 || first) && (blank || lines[i].Length > 0)) lines[i] = pad + lines[i];
         return string.Join('\n', lines);
@@ -434,23 +454,30 @@ internal static partial class JinjaBuiltins
             case ">=": return Compare(left, right, line) >= 0;
             case "in": return Contains(right, left, line);
             case "not in": return !Contains(right, left, line);
-            case "~": return ToStr(left) + ToStr(right);
+            case "~":
+            {
+                return Concat(ToStr(left), ToStr(right), line);
+            }
         }
         switch (op, left, right)
         {
-            case ("+", JinjaMarkup a, JinjaMarkup b): return new JinjaMarkup(a.Text + b.Text);
-            case ("+", JinjaMarkup a, string b): return new JinjaMarkup(a.Text + HtmlEscape(b));
-            case ("+", string a, JinjaMarkup b): return new JinjaMarkup(HtmlEscape(a) + b.Text);
+            case ("+", JinjaMarkup a, JinjaMarkup b): return new JinjaMarkup(Concat(a.Text, b.Text, line));
+            case ("+", JinjaMarkup a, string b): return new JinjaMarkup(Concat(a.Text, HtmlEscape(b), line));
+            case ("+", string a, JinjaMarkup b): return new JinjaMarkup(Concat(HtmlEscape(a), b.Text, line));
         }
         if (left is JinjaMarkup ml) left = ml.Text;
         if (right is JinjaMarkup mr) right = mr.Text;
         switch (op, left, right)
         {
-            case ("+", string a, string b): return a + b;
-            case ("+", List<object?> a, List<object?> b): return a.Concat(b).ToList();
+            case ("+", string a, string b): return Concat(a, b, line);
+            case ("+", List<object?> a, List<object?> b):
+                JinjaLimits.CheckItems((long)a.Count + b.Count, line);
+                return a.Concat(b).ToList();
             case ("*", string a, long n): return Repeat(a, n, line);
             case ("*", long n, string a): return Repeat(a, n, line);
-            case ("*", List<object?> a, long n) when a.Count * Math.Max(n, 0) <= MaxCollection: return Enumerable.Repeat(a, (int)Math.Max(n, 0)).SelectMany(x => x).ToList();
+            case ("*", List<object?> a, long n):
+                JinjaLimits.CheckItems(a.Count * Math.Max(n, 0), line);
+                return Enumerable.Repeat(a, (int)Math.Max(n, 0)).SelectMany(x => x).ToList();
         }
         if (left is not (long or double or bool) || right is not (long or double or bool))
             throw new ChatTemplateException($"line {line}: unsupported operands for {op}: {TypeName(left)} and {TypeName(right)}.");
@@ -470,10 +497,16 @@ internal static partial class JinjaBuiltins
         };
     }
 
+    private static string Concat(string a, string b, int line)
+    {
+        JinjaLimits.CheckString((long)a.Length + b.Length, line);
+        return a + b;
+    }
+
     private static string Repeat(string s, long n, int line)
     {
         if (n <= 0) return "";
-        if (s.Length * n > MaxCollection) throw new ChatTemplateException($"line {line}: a string of {s.Length * n} characters is too large.");
+        JinjaLimits.CheckString(s.Length * n, line);
         return string.Concat(Enumerable.Repeat(s, (int)n));
     }
 }

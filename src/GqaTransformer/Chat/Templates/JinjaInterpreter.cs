@@ -1,4 +1,5 @@
 using System.Text;
+using static GqaTransformer.JinjaLimits;
 using static GqaTransformer.JinjaValues;
 
 namespace GqaTransformer;
@@ -10,12 +11,8 @@ namespace GqaTransformer;
 /// </summary>
 internal sealed class JinjaInterpreter
 {
-    private const int MaxDepth = 200;                  // nested loops, macro calls and expressions
-    private const long MaxIterations = 1_000_000;      // loop iterations over the whole render
-    private const int MaxOutputChars = 64 * 1024 * 1024;
-
     private readonly Scope _globals;
-    private long _iterations;
+    private long _iterations, _steps, _work;
     private int _depth;
 
     private enum Flow { Normal, Break, Continue }
@@ -92,7 +89,7 @@ internal sealed class JinjaInterpreter
                 case LoopControlNode control:
                     return control.IsBreak ? Flow.Break : Flow.Continue;
             }
-            if (output.Length > MaxOutputChars) throw new ChatTemplateException($"the rendered text passed {MaxOutputChars} characters.");
+            if (output.Length > MaxOutputChars) throw Exceeded(nameof(MaxOutputChars), output.Length, "the rendered text's length", node.Line);
         }
         return Flow.Normal;
     }
@@ -106,7 +103,7 @@ internal sealed class JinjaInterpreter
             items = items.Where(item => { Bind(inner, loop, item); return Truthy(Eval(loop.Filter, inner)); }).ToList();
         for (int i = 0; i < items.Count; i++)
         {
-            if (++_iterations > MaxIterations) throw new ChatTemplateException($"line {loop.Line}: more than {MaxIterations} loop iterations.");
+            if (++_iterations > MaxIterations) throw Exceeded(nameof(MaxIterations), _iterations, "loop iterations", loop.Line);
             Bind(inner, loop, items[i]);
             inner.Vars["loop"] = new JinjaLoop(i, items.Count, i > 0 ? items[i - 1] : null, i + 1 < items.Count ? items[i + 1] : null);
             if (Render(loop.Body, inner, output) == Flow.Break) break;
@@ -133,7 +130,7 @@ internal sealed class JinjaInterpreter
             Render(set.Body, scope, captured);
             value = captured.ToString();
         }
-        else value = EvalKeepingMarkup(set.Value!, scope);
+        else value = Account(EvalKeepingMarkup(set.Value!, scope), set.Line);
         if (set.Attribute is not null)
         {
             if (!scope.TryGet(set.Targets[0], out var target) || target is not JinjaNamespace ns)
@@ -199,14 +196,30 @@ internal sealed class JinjaInterpreter
 
     private void Enter(int line)
     {
-        if (++_depth > MaxDepth) throw new ChatTemplateException($"line {line}: nesting deeper than {MaxDepth} (a macro that calls itself?).");
+        if (++_depth > MaxRenderDepth) throw Exceeded(nameof(MaxRenderDepth), _depth, "nesting of loops, macro calls and expressions (a macro that calls itself?)", line);
+        if (++_steps > MaxSteps) throw Exceeded(nameof(MaxSteps), _steps, "expressions evaluated", line);
     }
 
     /// <summary>A value, with <c>|safe</c>'s markup as its text: only <c>+</c> and a variable keep the markup (see <see cref="JinjaMarkup"/>).</summary>
     private object? Eval(JinjaExpr expr, Scope scope)
     {
-        var value = EvalKeepingMarkup(expr, scope);
+        var value = Account(EvalKeepingMarkup(expr, scope), expr.Line);
         return value is JinjaMarkup markup ? markup.Text : value;
+    }
+
+    /// <summary>Adds a value's size to the render's work: every string and list read or made is paid for, so work that grows stops.</summary>
+    private object? Account(object? value, int line)
+    {
+        _work += 1 + value switch
+        {
+            string s => s.Length,
+            JinjaMarkup m => m.Text.Length,
+            List<object?> list => list.Count,
+            JinjaDict dict => dict.Count,
+            _ => 0,
+        };
+        if (_work > MaxWork) throw Exceeded(nameof(MaxWork), _work, "characters and items of the values evaluated", line);
+        return value;
     }
 
     private object? EvalKeepingMarkup(JinjaExpr expr, Scope scope)
@@ -235,7 +248,8 @@ internal sealed class JinjaInterpreter
                 },
                 BinaryExpr { Op: "and" } and => Eval(and.Left, scope) is var first && !Truthy(first) ? first : Eval(and.Right, scope),
                 BinaryExpr { Op: "or" } or => Eval(or.Left, scope) is var left && Truthy(left) ? left : Eval(or.Right, scope),
-                BinaryExpr { Op: "+" } plus => JinjaBuiltins.Binary("+", EvalKeepingMarkup(plus.Left, scope), EvalKeepingMarkup(plus.Right, scope), plus.Line),
+                BinaryExpr { Op: "+" } plus => JinjaBuiltins.Binary("+", Account(EvalKeepingMarkup(plus.Left, scope), plus.Line),
+                    Account(EvalKeepingMarkup(plus.Right, scope), plus.Line), plus.Line),
                 BinaryExpr binary => JinjaBuiltins.Binary(binary.Op, Eval(binary.Left, scope), Eval(binary.Right, scope), binary.Line),
                 ConditionalExpr conditional => Truthy(Eval(conditional.Condition, scope)) ? Eval(conditional.Then, scope)
                     : conditional.Else is null ? new JinjaUndefined("else") : Eval(conditional.Else, scope),

@@ -11,6 +11,7 @@ internal sealed class JinjaParser
     private int _piece;
     private IReadOnlyList<JinjaToken> _tokens = [];
     private int _token;
+    private int _depth;
     private readonly List<HashSet<string>> _macroNames = [];  // the names read inside each macro being parsed
 
     private JinjaParser(List<JinjaPiece> pieces) => _pieces = pieces;
@@ -25,6 +26,40 @@ internal sealed class JinjaParser
 
     /// <summary>Statements until a tag that closes or continues the enclosing block (its keyword in <paramref name="end"/>), or the end.</summary>
     private List<JinjaNode> ParseBlock(out string? end, params string[] ends)
+    {
+        int line = _piece < _pieces.Count ? _pieces[_piece].Line : 0;
+        Nest(line);
+        try
+        {
+            return ParseStatements(out end, ends);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    /// <summary>One level deeper in the source: blocks in blocks and expressions in brackets each count, up to MaxParseDepth.</summary>
+    private void Nest(int line)
+    {
+        if (++_depth > JinjaLimits.MaxParseDepth)
+            throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxParseDepth), _depth, "nesting of blocks, brackets and operators", line);
+    }
+
+    private T Nested<T>(Func<T> parse)
+    {
+        Nest(Peek.Line);
+        try
+        {
+            return parse();
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private List<JinjaNode> ParseStatements(out string? end, string[] ends)
     {
         var nodes = new List<JinjaNode>();
         end = null;
@@ -171,7 +206,7 @@ internal sealed class JinjaParser
     }
 
     // Expressions, lowest precedence first.
-    private JinjaExpr ParseExpression() => ParseOr(withConditional: true);
+    private JinjaExpr ParseExpression() => Nested(() => ParseOr(withConditional: true));
 
     private JinjaExpr ParseOr(bool withConditional)
     {
@@ -180,7 +215,7 @@ internal sealed class JinjaParser
         if (withConditional && AcceptName("if"))
         {
             var condition = ParseOr(withConditional: false);
-            JinjaExpr? other = AcceptName("else") ? ParseOr(withConditional: true) : null;
+            JinjaExpr? other = AcceptName("else") ? ParseExpression() : null;
             return new ConditionalExpr(condition, left, other, left.Line);
         }
         return left;
@@ -195,7 +230,7 @@ internal sealed class JinjaParser
 
     private JinjaExpr ParseNot()
         => PeekName("not") && !(_tokens[_token + 1] is { Kind: JinjaTokenKind.Name, Text: "in" })
-            ? new UnaryExpr("not", Advance(ParseNot), Peek.Line)
+            ? new UnaryExpr("not", Advance(() => Nested(ParseNot)), Peek.Line)
             : ParseCompare();
 
     private JinjaExpr ParseCompare()
@@ -269,7 +304,7 @@ internal sealed class JinjaParser
         if (Peek is { Kind: JinjaTokenKind.Operator, Text: "-" or "+" } op)
         {
             _token++;
-            return new UnaryExpr(op.Text, ParseUnaryNoFilter(), op.Line);
+            return new UnaryExpr(op.Text, Nested(ParseUnaryNoFilter), op.Line);
         }
         return ParsePostfix(ParsePrimary());
     }

@@ -90,8 +90,45 @@ internal static class JinjaValues
         _ => Repr(value),
     };
 
-    /// <summary>Python's <c>repr()</c>: strings quoted, lists and dicts in Python's notation.</summary>
-    public static string Repr(object? value) => value switch
+    /// <summary>Python's <c>repr()</c>: strings quoted, lists and dicts in Python's notation; bounded in nesting and length.</summary>
+    public static string Repr(object? value)
+    {
+        if (value is not (List<object?> or JinjaDict)) return Scalar(value);
+        var sb = new StringBuilder();
+        Write(value, 0);
+        return sb.ToString();
+
+        void Write(object? v, int depth)
+        {
+            JinjaLimits.CheckValueDepth(depth);
+            JinjaLimits.CheckString(sb.Length, 0);
+            switch (v)
+            {
+                case List<object?> list:
+                    sb.Append('[');
+                    for (int i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); Write(list[i], depth + 1); }
+                    sb.Append(']');
+                    break;
+                case JinjaDict dict:
+                    sb.Append('{');
+                    bool first = true;
+                    foreach (var (k, item) in dict)
+                    {
+                        if (!first) sb.Append(", ");
+                        first = false;
+                        sb.Append(Scalar(JinjaDict.Unkey(k))).Append(": ");
+                        Write(item, depth + 1);
+                    }
+                    sb.Append('}');
+                    break;
+                default:
+                    sb.Append(Scalar(v));
+                    break;
+            }
+        }
+    }
+
+    private static string Scalar(object? value) => value switch
     {
         null => "None",
         JinjaUndefined => "",
@@ -99,8 +136,6 @@ internal static class JinjaValues
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => FloatRepr(d),
         string s => QuoteRepr(s),
-        List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
-        JinjaDict dict => "{" + string.Join(", ", dict.Select(p => Repr(JinjaDict.Unkey(p.Key)) + ": " + Repr(p.Value))) + "}",
         JinjaNamespace => "<Namespace>",
         JinjaMarkup m => QuoteRepr(m.Text),
         JinjaIterator it => $"<{it.Kind} object>",
@@ -135,9 +170,6 @@ internal static class JinjaValues
     public sealed record JsonOptions(bool EnsureAscii = false, string? Indent = null, string? ItemSeparator = null, string KeySeparator = ": ",
         bool SortKeys = false);
 
-    /// <summary>Nesting <c>tojson</c> writes before it stops (Python's own recursion limit is about a thousand).</summary>
-    public const int MaxJsonDepth = 512;
-
     /// <summary>Python's <c>json.dumps</c>, as transformers' <c>tojson</c> filter calls it (ensure_ascii off by default).</summary>
     public static string ToJson(object? value, JsonOptions? options = null)
     {
@@ -148,7 +180,7 @@ internal static class JinjaValues
 
     private static void WriteJson(StringBuilder sb, object? value, JsonOptions o, int depth)
     {
-        if (depth > MaxJsonDepth) throw new ChatTemplateException($"tojson: a value nested deeper than {MaxJsonDepth} (MaxJsonDepth).");
+        JinjaLimits.CheckValueDepth(depth);
         switch (value)
         {
             case null: sb.Append("null"); break;
@@ -193,6 +225,7 @@ internal static class JinjaValues
         for (int i = 0; i < count; i++)
         {
             if (i > 0) sb.Append(separator);
+            JinjaLimits.CheckString(sb.Length, 0);
             if (o.Indent is { } pad) sb.Append('\n').Insert(sb.Length, pad, depth + 1);
             item(i);
         }
@@ -223,8 +256,11 @@ internal static class JinjaValues
         sb.Append('"');
     }
 
-    public static bool PyEquals(object? a, object? b) => (a, b) switch
+    public static bool PyEquals(object? a, object? b) => PyEquals(a, b, 0);
+
+    private static bool PyEquals(object? a, object? b, int depth) => (a, b) switch
     {
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a value's nesting"),
         (JinjaUndefined, JinjaUndefined) => true,
         (JinjaUndefined, _) or (_, JinjaUndefined) => false,
         (null, null) => true,
@@ -232,9 +268,9 @@ internal static class JinjaValues
         (string x, string y) => string.Equals(x, y, StringComparison.Ordinal),
         (bool x, bool y) => x == y,
         (long or double or bool, long or double or bool) => ToDouble(a) == ToDouble(b),
-        (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second)),
+        (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second, depth + 1)),
         (JinjaDict x, JinjaDict y)
-            => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v)),
+            => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v, depth + 1)),
         _ => ReferenceEquals(a, b),
     };
 
@@ -268,20 +304,36 @@ internal static class JinjaValues
         JinjaUndefined => [],
         List<object?> list => [.. list],
         JinjaDict dict => [.. dict.Keys.Select(JinjaDict.Unkey)],
-        string s => [.. CodePoints(s)],
-        JinjaMarkup m => [.. CodePoints(m.Text)],
+        string s => CodePoints(s),
+        JinjaMarkup m => CodePoints(m.Text),
         JinjaIterator it => it.Take(),
         _ => throw new ChatTemplateException($"{TypeName(value)} is not iterable."),
     };
 
     /// <summary>A string's characters as Python counts them: code points, so an emoji is one, not two UTF-16 halves.</summary>
-    public static List<object?> CodePoints(string s) => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+    public static List<object?> CodePoints(string s)
+    {
+        JinjaLimits.CheckItems(CodePointCount(s), 0);
+        return s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+    }
+
+    /// <summary>Python's <c>len()</c> of a string, without making its characters.</summary>
+    public static int CodePointCount(string s)
+    {
+        int n = 0;
+        foreach (var _ in s.EnumerateRunes()) n++;
+        return n;
+    }
+
+    /// <summary>A string's code points as runes: four bytes each, for indexing and slicing without a list of strings.</summary>
+    public static System.Text.Rune[] Runes(string s) => [.. s.EnumerateRunes()];
 
     /// <summary>JSON as template values: objects in their order, lists, strings, integers, floats, booleans, null.</summary>
-    public static object? FromJson(System.Text.Json.JsonElement e) => e.ValueKind switch
+    public static object? FromJson(System.Text.Json.JsonElement e, int depth = 0) => e.ValueKind switch
     {
-        System.Text.Json.JsonValueKind.Object => new JinjaDict(e.EnumerateObject().Select(p => KeyValuePair.Create((object)p.Name, FromJson(p.Value)))),
-        System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a variable's nesting"),
+        System.Text.Json.JsonValueKind.Object => new JinjaDict(e.EnumerateObject().Select(p => KeyValuePair.Create((object)p.Name, FromJson(p.Value, depth + 1)))),
+        System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(x => FromJson(x, depth + 1)).ToList(),
         System.Text.Json.JsonValueKind.String => e.GetString(),
         System.Text.Json.JsonValueKind.Number => e.TryGetInt64(out long l) ? (object)l : e.GetDouble(), // boxed apart: a ?: of long and double is a double
         System.Text.Json.JsonValueKind.True => true,
@@ -290,17 +342,18 @@ internal static class JinjaValues
     };
 
     /// <summary>Converts a .NET value (from the caller's variables) to the template's: lists, ordered dicts, longs and doubles.</summary>
-    public static object? FromClr(object? value) => value switch
+    public static object? FromClr(object? value, int depth = 0) => value switch
     {
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a variable's nesting"),
         null or string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable => value,
-        System.Text.Json.JsonElement json => FromJson(json),
+        System.Text.Json.JsonElement json => FromJson(json, depth),
         int i => (long)i,
         float f => (double)f,
         decimal m => (double)m,
-        JinjaDict dict => new JinjaDict(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
-        System.Collections.IDictionary dict => new JinjaDict(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(JinjaDict.Key(FromClr(k)), FromClr(dict[k])))),
-        IEnumerable<KeyValuePair<string, object?>> pairs => new JinjaDict(pairs.Select(p => KeyValuePair.Create((object)p.Key, FromClr(p.Value)))),
-        System.Collections.IEnumerable items => items.Cast<object?>().Select(FromClr).ToList(),
+        JinjaDict dict => new JinjaDict(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value, depth + 1)))),
+        System.Collections.IDictionary dict => new JinjaDict(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(JinjaDict.Key(FromClr(k, depth + 1)), FromClr(dict[k], depth + 1)))),
+        IEnumerable<KeyValuePair<string, object?>> pairs => new JinjaDict(pairs.Select(p => KeyValuePair.Create((object)p.Key, FromClr(p.Value, depth + 1)))),
+        System.Collections.IEnumerable items => items.Cast<object?>().Select(x => FromClr(x, depth + 1)).ToList(),
         _ => value.ToString(),
     };
 }
