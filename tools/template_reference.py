@@ -132,6 +132,7 @@ SNIPPETS = [
     {"source": "{{ [1, 2] | reverse | tojson }}"},
     {"source": "{% set g = [1, 2] | map('string') %}{{ g | list }}{{ g | list }}|{{ 'x' if [] | select else 'y' }}|{{ [1, 2] | reverse | list }}|{{ [1, 2, 1] | unique | list }}|{{ [1, 2] | select | first }}"},
     {"source": "{{ namespace(a=1) | tojson }}"},
+    {"source": "{{ [{'a': {'b': [5, 6]}}] | map(attribute='a.b.1') | list }}|{{ [{'a': {'n': 2}}, {'a': {'n': 1}}] | sort(attribute='a.n') | map(attribute='a.n') | join(',') }}|{{ [{'a': {'b': 1}}, {'a': {'b': 0}}] | selectattr('a.b') | list | length }}"},
 ]
 
 

@@ -288,7 +288,7 @@ internal static partial class JinjaBuiltins
             "last" => value is JinjaIterator it ? throw new ChatTemplateException($"line {line}: '{it.Kind}' object is not reversible.")
                 : Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
             "join" => Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
-                ToStr(Arg(1, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item)), line),
+                ToStr(Arg(1, "attribute", null) is { } attribute ? Attribute(item, attribute, line) : item)), line),
             "string" => ToStr(value),
             "safe" => new JinjaMarkup(ToStr(value)),
             "int" => value switch
@@ -315,20 +315,20 @@ internal static partial class JinjaBuiltins
                 : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
                 : Enumerable.Reverse(Iterate(value)).ToList(),
             "unique" => new JinjaIterator(Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }), "generator"),
-            "sort" => Sorted(Iterate(value), item => SortKey(Arg(2, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item,
+            "sort" => Sorted(Iterate(value), item => SortKey(Arg(2, "attribute", null) is { } attribute ? Attribute(item, attribute, line) : item,
                 Truthy(Arg(1, "case_sensitive", false))), Truthy(Arg(0, "reverse", false)), line),
             "sum" => Iterate(value).Aggregate((object?)0L, (total, item) => Binary("+", total, item, line)),
             "min" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b),
             "max" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b),
             // jinja2 walks these only "if value", so None gives nothing; each returns a one-pass generator
             "map" => new JinjaIterator(Arg(-1, "attribute", null) is { } attribute
-                ? IterateIf(value).Select(item => GetItem(item, attribute, line) is var v && v is JinjaUndefined && kwargs.TryGetValue("default", out var d) ? d : v).ToList()
+                ? IterateIf(value).Select(item => Attribute(item, attribute, line) is var v && v is JinjaUndefined && kwargs.TryGetValue("default", out var d) ? d : v).ToList()
                 : IterateIf(value).Select(item => Filter(ToStr(args.FirstOrDefault()), item, args.Skip(1).ToList(), [], line)).ToList(), "generator"),
             "select" or "reject" => new JinjaIterator(IterateIf(value).Where(item =>
                 (args.Count == 0 ? Truthy(item) : Test(ToStr(args[0]), item, args.Skip(1).ToList(), line)) == (name == "select")).ToList(), "generator"),
             "selectattr" or "rejectattr" => new JinjaIterator(IterateIf(value).Where(item =>
             {
-                var attribute = GetItem(item, args.FirstOrDefault(), line);
+                var attribute = Attribute(item, args.FirstOrDefault(), line);
                 bool passes = args.Count < 2 ? Truthy(attribute) : Test(ToStr(args[1]), attribute, args.Skip(2).ToList(), line);
                 return passes == (name == "selectattr");
             }).ToList(), "generator"),
@@ -347,6 +347,15 @@ internal static partial class JinjaBuiltins
         var list = parts.ToList();
         JinjaLimits.CheckString(list.Sum(p => (long)p.Length) + (long)separator.Length * Math.Max(0, list.Count - 1), line);
         return string.Join(separator, list);
+    }
+
+    /// <summary>jinja2's attribute getter of map, selectattr, sort and join: "a.b.0" walks item.a.b[0].</summary>
+    private static object? Attribute(object? item, object? attribute, int line)
+    {
+        if (attribute is not string path || !path.Contains('.', StringComparison.Ordinal)) return GetItem(item, attribute, line);
+        foreach (string part in path.Split('.'))
+            item = GetItem(item, part.Length > 0 && part.All(char.IsAsciiDigit) ? long.Parse(part, CultureInfo.InvariantCulture) : part, line);
+        return item;
     }
 
     private static List<object?> IterateIf(object? value) => Truthy(value) ? Iterate(value) : [];
