@@ -98,6 +98,16 @@ CONVERSATIONS = {
          "content": "{\"temperature\": 21, \"condition\": \"sunny\"}"},
         {"role": "assistant", "content": "Sunny, 21 degrees."},
         {"role": "user", "content": "Thanks!"}]},
+    "tool_calling_text_args": {"tools": [WEATHER_TOOL], "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "def456UVW", "type": "function", "function": {
+            "name": "get_weather", "arguments": "{\"city\": \"Oslo\", \"days\": 1}"}}]},
+        {"role": "tool", "tool_call_id": "def456UVW", "name": "get_weather", "content": "-3 degrees"}]},
+    "reasoning": {"messages": [
+        {"role": "user", "content": "Is 7 prime?"},
+        {"role": "assistant", "content": "<think>\nIt has no divisors but 1 and 7.\n</think>\n\nYes.",
+         "reasoning_content": "It has no divisors but 1 and 7."},
+        {"role": "user", "content": "And 9?"}]},
     "unicode": {"messages": [
         {"role": "system", "content": "Réponds en français — s'il te plaît."},
         {"role": "user", "content": "Grüße 🌍! 日本語 \"quoted\" <b>&amp;</b> back\\slash\ttab\nnew line"},
