@@ -46,6 +46,8 @@ public class ChatTemplateLimitTests
         { "a ~ chain", "{{ " + string.Join(" ~ ", Enumerable.Repeat("'a'", Deep)) + " }}", "MaxRenderDepth" },
         { "a + chain", "{{ " + string.Join(" + ", Enumerable.Repeat("1", Deep)) + " }}", "MaxRenderDepth" },
         { "a filter chain", "{{ 'a'" + Repeat(" | trim", Deep) + " }}", "MaxRenderDepth" },
+        { "a macro that calls itself", "{% macro f(n) %}{% for i in [n] %}{% if true %}{{ f(n + 1) | trim }}{% endif %}{% endfor %}{% endmacro %}{{ f(0) }}", "MaxRenderDepth" },
+        { "caller() inside caller()", "{% macro f() %}{{ caller() }}{% endmacro %}{% macro g() %}{% call f() %}{{ g() }}{% endcall %}{% endmacro %}{{ g() }}", "MaxRenderDepth" },
         // values nested 5000 deep by a loop, then printed, compared or written as JSON
         { "tojson of a deep list", Nest("[ns.x]") + "{{ ns.x | tojson }}", "MaxValueDepth" },
         { "tojson of a deep dict", Nest("{'k': ns.x}") + "{{ ns.x | tojson }}", "MaxValueDepth" },
@@ -77,6 +79,19 @@ public class ChatTemplateLimitTests
     {
         var template = ChatTemplate.Parse(source);
         Bounded(() => template.Render([("user", "hi")]), limit, construct);
+    }
+
+    /// <summary>The limits share their counters, so the deepest source they let through still renders on a 1 MiB stack.</summary>
+    [Fact]
+    public void Nesting_just_under_the_limits_renders()
+    {
+        int blocks = JinjaLimits.MaxParseDepth / 2 - 1;
+        string source = Repeat("{% if true %}", blocks) + "{{ " + Repeat("(", blocks - 1) + "'x'" + Repeat(")", blocks - 1) + " }}" + Repeat("{% endif %}", blocks);
+        string? rendered = null;
+        var thread = new Thread(() => rendered = ChatTemplate.Parse(source).Render(new Dictionary<string, object?>()), 1024 * 1024);
+        thread.Start();
+        thread.Join();
+        rendered.Should().Be("x");
     }
 
     [Fact]
