@@ -142,6 +142,23 @@ SNIPPETS = [
     {"source": "{{ [1, 2] | reverse | tojson }}"},
     {"source": "{% set g = [1, 2] | map('string') %}{{ g | list }}{{ g | list }}|{{ 'x' if [] | select else 'y' }}|{{ [1, 2] | reverse | list }}|{{ [1, 2, 1] | unique | list }}|{{ [1, 2] | select | first }}"},
     {"source": "{{ namespace(a=1) | tojson }}"},
+    {"source": "{{ [] | min }}|{{ [] | max }}|{{ [3, 1] | min }}|{{ ['b', 'a'] | max }}|{{ [] | first }}|{{ [1.5, 2] | sum }}"},
+    {"source": "{{ 'a-b-c'.split('-', 1) }}|{{ '  x '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ 'Hello'.startswith(('He', 'x')) }}|{{ 'abc'.find('c') }}|{{ 'a\nb'.splitlines() if false else 1 }}"},
+    {"source": "{{ 3 / 2 }}|{{ 10 // 3 }}|{{ -10 % 3 }}|{{ 2 ** 0.5 }}|{{ 1e3 }}|{{ 0.1 + 0.2 }}|{{ 1.0 }}|{{ 100000000000000000000.0 }}|{{ 1e-7 }}"},
+    {"source": "{{ 'x' ~ 1 ~ 1.0 ~ none ~ true }}|{{ [1, 'a', none, true, 1.5] | join('/') }}|{{ {'a': none} }}|{{ 'it\\'s' }}|{{ ['it\\'s', \"q\\\"\"] }}"},
+    {"source": "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}{% endfor %}|{% for k in {'x': 1, 'y': 2} %}{{ k }}{% endfor %}|{% for i in [] %}x{% else %}empty{% endfor %}"},
+    {"source": "{{ 'abc' | upper }}|{{ 'ABC' | lower }}|{{ 'hello world' | title }}|{{ 'x' | center(5) if false else 'c' }}|{{ '%s-%d' % ('a', 3) if false else 'p' }}|{{ 'a b  c' | wordcount }}|{{ 3.7 | int }}|{{ '4' | int + 1 }}|{{ 'x' | float }}|{{ -3 | abs }}|{{ 2.567 | round(2) }}|{{ 2.5 | round }}"},
+    {"source": "{{ none is none }}|{{ 1 is number }}|{{ 'a' is string }}|{{ [1] is iterable }}|{{ {} is mapping }}|{{ 3 is odd }}|{{ 4 is divisibleby 2 }}|{{ x is undefined }}|{{ 1 is integer }}|{{ 1.0 is float }}|{{ true is boolean }}|{{ 'a' in ['a'] }}|{{ 'b' not in 'abc' }}"},
+    {"source": "{{ [1, 2, 3][1:] }}|{{ [1, 2, 3][::-1] }}|{{ 'hello'[-3:] }}|{{ [1, 2, 3] | length }}|{{ {'a': 1} | length }}|{{ [1, [2, 3]] | list | last }}|{{ {'a': 1, 'b': 2} | items | list }}|{{ {'a': 1}.items() | list }}"},
+    {"source": "{{ 'x' | default('d') }}|{{ '' | default('d') }}|{{ '' | default('d', true) }}|{{ none | default('d') }}|{{ undefined_thing | default('d') }}|{{ [1, 2] | map('int') | sum }}|{{ [' a', 'b '] | map('trim') | join }}|{{ ['a', 'b'] | map('upper') | list }}"},
+    {"source": "{% set x = [1, 2] %}{% set y = x + [3] %}{{ y }}|{{ x }}|{% set d = {'a': 1} %}{{ d.a }}{{ d['a'] }}{{ d.get('b', 5) }}{{ d.b is defined }}|{{ (1, 2) }}|{{ (1,) }}|{{ () }}"},
+    {"source": "{{ raise_exception('stop here') }}"},
+    {"source": "{{ x.y }}"},
+    {"source": "{{ [1, 2].append(3) }}"},
+    {"source": "{{ 1 + 'a' }}"},
+    {"source": "{{ 1 / 0 }}"},
+    {"source": "{{ [1, 2][5] }}|{{ {'a': 1}['b'] }}|{{ 'abc'[10] }}"},
+
     {"source": "{{ [{'a': {'b': [5, 6]}}] | map(attribute='a.b.1') | list }}|{{ [{'a': {'n': 2}}, {'a': {'n': 1}}] | sort(attribute='a.n') | map(attribute='a.n') | join(',') }}|{{ [{'a': {'b': 1}}, {'a': {'b': 0}}] | selectattr('a.b') | list | length }}"},
 ]
 

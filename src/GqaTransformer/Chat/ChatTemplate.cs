@@ -133,7 +133,8 @@ public sealed class ChatTemplate
         {
             return new JinjaInterpreter(all, Clock).Render(UsesToolTemplate(all) ? _toolUse!.Value.Nodes : _nodes);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidCastException or IndexOutOfRangeException or FormatException or OverflowException)
+        catch (Exception e) when (e is ArgumentException or InvalidCastException or IndexOutOfRangeException or FormatException or OverflowException
+                                   or InvalidOperationException or KeyNotFoundException)
         {
             throw new ChatTemplateException($"The chat template failed: {e.Message}", e); // a value the template did not expect
         }

@@ -165,7 +165,7 @@ internal static partial class JinjaBuiltins
             },
             JinjaDict dict => name switch
             {
-                "items" => Bind((_, _) => dict.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }).ToList()),
+                "items" => Bind((_, _) => dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()),
                 "keys" => Bind((_, _) => dict.Keys.Select(JinjaDict.Unkey).ToList()),
                 "values" => Bind((_, _) => dict.Values.ToList()),
                 "get" => Bind((a, _) => a.Count > 0 && dict.TryGetValue(JinjaDict.Key(a[0]), out var v) ? v : a.Count > 1 ? a[1] : null),
@@ -307,9 +307,9 @@ internal static partial class JinjaBuiltins
                 _ => Arg(0, "default", 0.0),
             },
             "abs" => value is long l ? (object)Math.Abs(l) : Math.Abs(ToDouble(value)),
-            "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.AwayFromZero),
+            "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.ToEven), // as Python rounds
             "list" => Iterate(value),
-            "items" => value is JinjaDict dict ? dict.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }).ToList()
+            "items" => value is JinjaDict dict ? dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()
                 : value is JinjaUndefined ? [] : throw new ChatTemplateException($"line {line}: items needs a dict, got {TypeName(value)}."),
             "reverse" => value is string s ? string.Concat(Enumerable.Reverse(Runes(s)))
                 : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
@@ -318,8 +318,8 @@ internal static partial class JinjaBuiltins
             "sort" => Sorted(Iterate(value), item => SortKey(Arg(2, "attribute", null) is { } attribute ? Attribute(item, attribute, line) : item,
                 Truthy(Arg(1, "case_sensitive", false))), Truthy(Arg(0, "reverse", false)), line),
             "sum" => Iterate(value).Aggregate((object?)0L, (total, item) => Binary("+", total, item, line)),
-            "min" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b),
-            "max" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b),
+            "min" => Iterate(value) is { Count: > 0 } least ? least.Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b) : new JinjaUndefined("min"),
+            "max" => Iterate(value) is { Count: > 0 } most ? most.Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b) : new JinjaUndefined("max"),
             // jinja2 walks these only "if value", so None gives nothing; each returns a one-pass generator
             "map" => new JinjaIterator(Arg(-1, "attribute", null) is { } attribute
                 ? IterateIf(value).Select(item => Attribute(item, attribute, line) is var v && v is JinjaUndefined && kwargs.TryGetValue("default", out var d) ? d : v).ToList()
@@ -334,7 +334,7 @@ internal static partial class JinjaBuiltins
             }).ToList(), "generator"),
             "indent" => Indent(ToStr(value), Arg(0, "width", 4L), Truthy(Arg(1, "first", false)), Truthy(Arg(2, "blank", false))),
             "dictsort" => value is JinjaDict d
-                ? Sorted(d.Select(p => (object?)new List<object?> { JinjaDict.Unkey(p.Key), p.Value }), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
+                ? Sorted(d.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
                 : throw new ChatTemplateException($"line {line}: dictsort needs a dict."),
             "wordcount" => (long)ToStr(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length,
             _ => throw new ChatTemplateException($"line {line}: no filter named '{name}'."),

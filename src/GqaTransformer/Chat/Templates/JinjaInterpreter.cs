@@ -231,6 +231,7 @@ internal sealed class JinjaInterpreter
             {
                 LiteralExpr literal => literal.Value,
                 NameExpr name => scope.TryGet(name.Name, out var value) ? value : new JinjaUndefined(name.Name),
+                ListExpr { IsTuple: true } tuple => new JinjaTuple(tuple.Items.Select(item => Eval(item, scope))),
                 ListExpr list => list.Items.Select(item => Eval(item, scope)).ToList(),
                 DictExpr dict => new JinjaDict(dict.Items.Select(p => KeyValuePair.Create(JinjaDict.Key(Eval(p.Key, scope)), Eval(p.Value, scope)))),
                 AttributeExpr attribute => JinjaBuiltins.GetAttribute(Eval(attribute.Target, scope), attribute.Name, attribute.Line),

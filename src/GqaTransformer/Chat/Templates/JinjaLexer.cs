@@ -155,8 +155,17 @@ internal static class JinjaLexer
                     i++;
                     while (i < body.Length && char.IsDigit(body[i])) i++;
                 }
+                int exponent = i < body.Length && body[i] is 'e' or 'E' ? i + 1 : -1;                    // 1e3, 2.5e-4: floats, as in jinja2
+                if (exponent > 0 && exponent < body.Length && body[exponent] is '+' or '-') exponent++;
+                if (exponent > 0 && exponent < body.Length && char.IsDigit(body[exponent]))
+                {
+                    isFloat = true;
+                    for (i = exponent; i < body.Length && char.IsDigit(body[i]);) i++;
+                }
                 string digits = body[start..i].Replace("_", "", StringComparison.Ordinal);
-                object value = isFloat ? (object)double.Parse(digits, CultureInfo.InvariantCulture) : long.Parse(digits, CultureInfo.InvariantCulture);
+                object value = isFloat ? (object)double.Parse(digits, CultureInfo.InvariantCulture)
+                    : long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long whole) ? (object)whole
+                    : throw new ChatTemplateException($"line {line}: the integer {digits} is larger than this interpreter's 64 bits.");
                 tokens.Add(new JinjaToken(JinjaTokenKind.Number, digits, value, line));
             }
             else if (c is '\'' or '"')

@@ -36,7 +36,8 @@ internal sealed record LiteralExpr(object? Value, int Line) : JinjaExpr(Line);
 
 internal sealed record NameExpr(string Name, int Line) : JinjaExpr(Line);
 
-internal sealed record ListExpr(IReadOnlyList<JinjaExpr> Items, int Line) : JinjaExpr(Line);
+/// <summary>A list literal, or a tuple <c>(a, b)</c> when <paramref name="IsTuple"/>.</summary>
+internal sealed record ListExpr(IReadOnlyList<JinjaExpr> Items, int Line, bool IsTuple = false) : JinjaExpr(Line);
 
 internal sealed record DictExpr(IReadOnlyList<(JinjaExpr Key, JinjaExpr Value)> Items, int Line) : JinjaExpr(Line);
 

@@ -413,12 +413,13 @@ internal sealed class JinjaParser
                 };
             case JinjaTokenKind.Operator when token.Text == "(":
             {
+                if (Accept(")")) return new ListExpr([], token.Line, IsTuple: true);
                 var first = ParseExpression();
                 if (Accept(")")) return first;
                 var items = new List<JinjaExpr> { first };
                 while (Accept(",") && Peek is not { Kind: JinjaTokenKind.Operator, Text: ")" }) items.Add(ParseExpression());
                 Expect(")");
-                return new ListExpr(items, token.Line);                                         // a tuple behaves as a list here
+                return new ListExpr(items, token.Line, IsTuple: true);
             }
             case JinjaTokenKind.Operator when token.Text == "[":
             {

@@ -34,6 +34,12 @@ internal sealed class JinjaIterator(List<object?> items, string kind)
     }
 }
 
+/// <summary>A Python tuple: a list everywhere but in printing (<c>(1, 2)</c>, <c>(1,)</c>) and equality (never equal to a list).</summary>
+internal sealed class JinjaTuple(IEnumerable<object?> items) : List<object?>(items)
+{
+    public static JinjaTuple Pair(object? a, object? b) => new([a, b]);
+}
+
 /// <summary>What <c>namespace()</c> returns: the one object whose attributes a template may set from inside a loop.</summary>
 internal sealed class JinjaNamespace
 {
@@ -105,9 +111,9 @@ internal static class JinjaValues
             switch (v)
             {
                 case List<object?> list:
-                    sb.Append('[');
+                    sb.Append(list is JinjaTuple ? '(' : '[');
                     for (int i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); Write(list[i], depth + 1); }
-                    sb.Append(']');
+                    sb.Append(list is JinjaTuple ? (list.Count == 1 ? ",)" : ")") : "]");
                     break;
                 case JinjaDict dict:
                     sb.Append('{');
@@ -268,7 +274,7 @@ internal static class JinjaValues
         (string x, string y) => string.Equals(x, y, StringComparison.Ordinal),
         (bool x, bool y) => x == y,
         (long or double or bool, long or double or bool) => ToDouble(a) == ToDouble(b),
-        (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second, depth + 1)),
+        (List<object?> x, List<object?> y) => x is JinjaTuple == y is JinjaTuple && x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second, depth + 1)),
         (JinjaDict x, JinjaDict y)
             => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v, depth + 1)),
         _ => ReferenceEquals(a, b),
