@@ -179,8 +179,18 @@ internal static class JinjaLexer
                     if (d == c) break;
                     if (d != '\\' || i >= body.Length) { value.Append(d); continue; }
                     char e = body[i++];
-                    value.Append(e switch { 'n' => '\n', 't' => '\t', 'r' => '\r', '\\' => '\\', '\'' => '\'', '"' => '"', _ => '\0' });
-                    if (e is not ('n' or 't' or 'r' or '\\' or '\'' or '"')) { value.Length--; value.Append('\\').Append(e); }
+                    if (e is 'x' or 'u' or 'U')                                   // Python's \xhh, \uXXXX, \UXXXXXXXX, as jinja2 decodes them
+                    {
+                        int width = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+                        if (i + width > body.Length || !int.TryParse(body.AsSpan(i, width), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code)
+                            || code is < 0 or > 0x10FFFF)
+                            throw new ChatTemplateException($"line {line}: a string literal has a broken \\{e} escape.");
+                        value.Append(char.ConvertFromUtf32(code is >= 0xD800 and <= 0xDFFF ? 0xFFFD : code));
+                        i += width;
+                        continue;
+                    }
+                    value.Append(e switch { 'n' => "\n", 't' => "\t", 'r' => "\r", '\\' => "\\", '\'' => "'", '"' => "\"", 'a' => "\a", 'b' => "\b",
+                        'f' => "\f", 'v' => "\v", '\n' => "", _ => "\\" + e });
                 }
                 tokens.Add(new JinjaToken(JinjaTokenKind.String, body[start..i], value.ToString(), line));
             }
