@@ -9,12 +9,17 @@ namespace GqaTransformer;
 public sealed class ChatTemplate
 {
     private readonly IReadOnlyList<JinjaNode> _nodes;
+    private readonly (string Source, IReadOnlyList<JinjaNode> Nodes)? _toolUse;
 
-    private ChatTemplate(string source, IReadOnlyList<JinjaNode> nodes)
+    private ChatTemplate(string source, IReadOnlyList<JinjaNode> nodes, (string, IReadOnlyList<JinjaNode>)? toolUse = null)
     {
         Source = source;
         _nodes = nodes;
+        _toolUse = toolUse;
     }
+
+    /// <summary>What <c>strftime_now</c> reads; tests fix it to compare with a reference rendered at a known time.</summary>
+    internal Func<DateTime> Clock { get; set; } = () => DateTime.Now;
 
     /// <summary>The template's source.</summary>
     public string Source { get; }
@@ -27,7 +32,8 @@ public sealed class ChatTemplate
 
     /// <summary>
     /// Reads a model directory's template: <c>chat_template.jinja</c> (transformers 5), else <c>chat_template</c> in
-    /// <c>tokenizer_config.json</c> (a string, or the "default" of a list), with that file's <c>bos_token</c> and <c>eos_token</c>.
+    /// <c>tokenizer_config.json</c> (a string, or a list of named templates: "default", and "tool_use", which renders
+    /// instead when tools are given, as transformers chooses), with that file's <c>bos_token</c> and <c>eos_token</c>.
     /// </summary>
     /// <exception cref="InvalidDataException">The directory has no chat template, or tokenizer_config.json is not valid JSON.</exception>
     /// <exception cref="ChatTemplateException">The template does not parse.</exception>
@@ -42,7 +48,7 @@ public sealed class ChatTemplate
     /// <summary>The template of a tokenizer_config.json's text and a chat_template.jinja's (either may be null; the .jinja file wins).</summary>
     internal static ChatTemplate FromFiles(string? configJson, string? jinja, string configPath, string directory)
     {
-        string? source = jinja;
+        string? source = jinja, toolUse = null;
         string? bos = null, eos = null;
         if (configJson is not null)
         {
@@ -53,11 +59,10 @@ public sealed class ChatTemplate
                 bos = TokenText(root, "bos_token");
                 eos = TokenText(root, "eos_token");
                 if (source is null && root.TryGetProperty("chat_template", out var t))
-                    source = t.ValueKind == System.Text.Json.JsonValueKind.String ? t.GetString()
-                        : t.ValueKind == System.Text.Json.JsonValueKind.Array
-                            ? t.EnumerateArray().Where(e => e.TryGetProperty("name", out var n) && n.GetString() == "default")
-                                .Select(e => e.GetProperty("template").GetString()).FirstOrDefault()
-                        : null;
+                {
+                    source = t.ValueKind == System.Text.Json.JsonValueKind.String ? t.GetString() : Named(t, "default");
+                    toolUse = Named(t, "tool_use");
+                }
             }
             catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException)
             {
@@ -65,7 +70,13 @@ public sealed class ChatTemplate
             }
         }
         if (source is null) throw new InvalidDataException($"'{directory}' has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json).");
-        return new ChatTemplate(source, JinjaParser.Parse(source)) { BosToken = bos, EosToken = eos };
+        return new ChatTemplate(source, JinjaParser.Parse(source), toolUse is null ? null : (toolUse, JinjaParser.Parse(toolUse)))
+            { BosToken = bos, EosToken = eos };
+
+        static string? Named(System.Text.Json.JsonElement list, string name)
+            => list.ValueKind != System.Text.Json.JsonValueKind.Array ? null
+             : list.EnumerateArray().Where(e => e.TryGetProperty("name", out var n) && n.GetString() == name)
+                .Select(e => e.GetProperty("template").GetString()).FirstOrDefault();
 
         static string? TokenText(System.Text.Json.JsonElement root, string name)
             => !root.TryGetProperty(name, out var v) ? null
@@ -106,20 +117,35 @@ public sealed class ChatTemplate
         return Render(variables);
     }
 
-    /// <summary>Renders with exactly these variables: .NET lists, dictionaries, strings, numbers, booleans and null, or <c>JsonElement</c>s.</summary>
+    /// <summary>
+    /// Renders with these variables: .NET lists, dictionaries, strings, numbers, booleans and null, or <c>JsonElement</c>s.
+    /// <c>tools</c> and <c>documents</c> are None when not given, as transformers passes them; with tools given, a
+    /// config's "tool_use" template renders instead of its default.
+    /// </summary>
     /// <exception cref="ChatTemplateException">The template raised an error (its own message) or failed to render.</exception>
     public string Render(IReadOnlyDictionary<string, object?> variables)
     {
         ArgumentNullException.ThrowIfNull(variables);
+        var all = new Dictionary<string, object?>(variables);
+        all.TryAdd("tools", null);
+        all.TryAdd("documents", null);
         try
         {
-            return new JinjaInterpreter(variables).Render(_nodes);
+            return new JinjaInterpreter(all, Clock).Render(UsesToolTemplate(all) ? _toolUse!.Value.Nodes : _nodes);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidCastException or IndexOutOfRangeException or FormatException or OverflowException)
+        catch (Exception e) when (e is ArgumentException or InvalidCastException or IndexOutOfRangeException or FormatException or OverflowException
+                                   or InvalidOperationException or KeyNotFoundException)
         {
             throw new ChatTemplateException($"The chat template failed: {e.Message}", e); // a value the template did not expect
         }
     }
+
+    /// <summary>The source that renders these variables: the "tool_use" template when tools are given and there is one.</summary>
+    internal string SourceFor(IReadOnlyDictionary<string, object?> variables) => UsesToolTemplate(variables) ? _toolUse!.Value.Source : Source;
+
+    private bool UsesToolTemplate(IReadOnlyDictionary<string, object?> variables)
+        => _toolUse is not null && variables.TryGetValue("tools", out var tools) && tools is not null
+           && !(tools is System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Null });
 }
 
 /// <summary>A chat template that does not parse, or that failed or raised an error while rendering.</summary>

@@ -12,9 +12,8 @@ namespace GqaTransformer;
 /// </summary>
 internal static partial class JinjaBuiltins
 {
-    private const int MaxCollection = 10_000_000; // range() and string repetition
 
-    public static void AddGlobals(Dictionary<string, object?> globals)
+    public static void AddGlobals(Dictionary<string, object?> globals, Func<DateTime> clock)
     {
         globals["raise_exception"] = new JinjaCallable("raise_exception", (args, _) =>
             throw new ChatTemplateException(args.Count > 0 ? ToStr(args[0]) : "raise_exception was called.", fromTemplate: true));
@@ -22,7 +21,7 @@ internal static partial class JinjaBuiltins
         {
             var ns = new JinjaNamespace();
             foreach (var arg in args)
-                if (arg is OrderedDictionary<string, object?> dict) foreach (var (k, v) in dict) ns.Values[k] = v;
+                if (arg is JinjaDict dict) foreach (var (k, v) in dict) ns.Values[ToStr(JinjaDict.Unkey(k))] = v;
             foreach (var (k, v) in kwargs) ns.Values[k] = v;
             return ns;
         });
@@ -34,11 +33,11 @@ internal static partial class JinjaBuiltins
             else throw new ChatTemplateException("range() needs at least one argument.");
             if (step == 0) throw new ChatTemplateException("range() step must not be zero.");
             long count = Math.Max(0, (stop - start + step - Math.Sign(step)) / step);
-            if (count > MaxCollection) throw new ChatTemplateException($"range() of {count} items is too large.");
+            JinjaLimits.CheckItems(count, 0);
             return Enumerable.Range(0, (int)count).Select(i => (object?)(start + i * step)).ToList();
         });
-        globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new OrderedDictionary<string, object?>(kwargs));
-        globals["strftime_now"] = new JinjaCallable("strftime_now", (args, _) => Strftime(DateTime.Now, args.Count > 0 ? ToStr(args[0]) : "%Y-%m-%d"));
+        globals["dict"] = new JinjaCallable("dict", (_, kwargs) => new JinjaDict(kwargs.Select(p => KeyValuePair.Create((object)p.Key, p.Value))));
+        globals["strftime_now"] = new JinjaCallable("strftime_now", (args, _) => Strftime(clock(), args.Count > 0 ? ToStr(args[0]) : "%Y-%m-%d"));
     }
 
     private static long Int(object? value) => value switch
@@ -79,7 +78,7 @@ internal static partial class JinjaBuiltins
     public static object? GetAttribute(object? target, string name, int line) => target switch
     {
         JinjaUndefined u => throw new ChatTemplateException($"line {line}: '{u.Name}' is undefined, so it has no attribute '{name}'."),
-        OrderedDictionary<string, object?> dict when dict.TryGetValue(name, out var value) => value,
+        JinjaDict dict when dict.TryGetValue(name, out var value) => value,
         JinjaNamespace ns => ns.Values.TryGetValue(name, out var value) ? value : new JinjaUndefined(name),
         JinjaLoop loop => loop.Get(name),
         _ => (object?)Method(target, name) ?? new JinjaUndefined(name),
@@ -91,15 +90,18 @@ internal static partial class JinjaBuiltins
         {
             case JinjaUndefined u:
                 throw new ChatTemplateException($"line {line}: '{u.Name}' is undefined, so it has no item {Repr(key)}.");
-            case OrderedDictionary<string, object?> dict:
-                return key is string k && dict.TryGetValue(k, out var value) ? value : new JinjaUndefined(ToStr(key));
+            case JinjaDict dict:
+                return dict.TryGetValue(JinjaDict.Key(key), out var value) ? value : new JinjaUndefined(ToStr(key));
             case List<object?> list when key is long i:
                 i = i < 0 ? list.Count + i : i;
                 return i >= 0 && i < list.Count ? list[(int)i] : new JinjaUndefined($"[{key}]");
+            case string s when key is long i && !s.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF'):   // no surrogates: chars are code points
+                i = i < 0 ? s.Length + i : i;
+                return i >= 0 && i < s.Length ? s[(int)i].ToString() : new JinjaUndefined($"[{key}]");
             case string s when key is long i:
-                var chars = CodePoints(s);
-                i = i < 0 ? chars.Count + i : i;
-                return i >= 0 && i < chars.Count ? chars[(int)i] : new JinjaUndefined($"[{key}]");
+                var runes = Runes(s);
+                i = i < 0 ? runes.Length + i : i;
+                return i >= 0 && i < runes.Length ? runes[(int)i].ToString() : new JinjaUndefined($"[{key}]");
             case JinjaNamespace or JinjaLoop when key is string name:
                 return GetAttribute(target, name, line);
             default:
@@ -111,9 +113,9 @@ internal static partial class JinjaBuiltins
     {
         long by = step is null ? 1 : Int(step);
         if (by == 0) throw new ChatTemplateException($"line {line}: slice step cannot be zero.");
-        List<object?> items = target is string s ? CodePoints(s) : target is List<object?> l ? l
-            : throw new ChatTemplateException($"line {line}: {TypeName(target)} cannot be sliced.");
-        int n = items.Count;
+        var runes = target is string s ? Runes(s) : null;
+        var items = target is List<object?> l ? l : runes is null ? throw new ChatTemplateException($"line {line}: {TypeName(target)} cannot be sliced.") : null;
+        int n = runes?.Length ?? items!.Count;
         long Clamp(object? v, long fallback)
         {
             if (v is null) return fallback;
@@ -122,9 +124,15 @@ internal static partial class JinjaBuiltins
             return by > 0 ? Math.Clamp(x, 0, n) : Math.Clamp(x, -1, n - 1);
         }
         long from = Clamp(start, by > 0 ? 0 : n - 1), to = Clamp(stop, by > 0 ? n : -1);
+        if (runes is not null)
+        {
+            var text = new StringBuilder();
+            for (long i = from; by > 0 ? i < to : i > to; i += by) text.Append(runes[(int)i].ToString());
+            return text.ToString();
+        }
         var result = new List<object?>();
-        for (long i = from; by > 0 ? i < to : i > to; i += by) result.Add(items[(int)i]);
-        return target is string ? string.Concat(result.Select(ToStr)) : result;
+        for (long i = from; by > 0 ? i < to : i > to; i += by) result.Add(items![(int)i]);
+        return result;
     }
 
     /// <summary>A Python method of a string, list or dict, bound to it; null when there is none of that name.</summary>
@@ -150,17 +158,17 @@ internal static partial class JinjaBuiltins
                 "replace" => Bind((a, _) => a.Count < 2 ? throw new ChatTemplateException("replace() needs two arguments.") : Replace(s, ToStr(a[0]), ToStr(a[1]), a.Count > 2 ? Int(a[2]) : -1)),
                 "find" => Bind((a, _) => (long)s.IndexOf(ToStr(a.FirstOrDefault()), StringComparison.Ordinal)),
                 "count" => Bind((a, _) => (long)Count(s, ToStr(a.FirstOrDefault()))),
-                "join" => Bind((a, _) => string.Join(s, Iterate(a.FirstOrDefault()).Select(ToStr))),
+                "join" => Bind((a, _) => Join(s, Iterate(a.FirstOrDefault()).Select(ToStr), 0)),
                 "isdigit" => Bind((_, _) => s.Length > 0 && s.All(char.IsDigit)),
                 "format" => Bind((a, _) => Format(s, a)),
                 _ => null,
             },
-            OrderedDictionary<string, object?> dict => name switch
+            JinjaDict dict => name switch
             {
-                "items" => Bind((_, _) => dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()),
-                "keys" => Bind((_, _) => dict.Keys.Select(k => (object?)k).ToList()),
+                "items" => Bind((_, _) => dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()),
+                "keys" => Bind((_, _) => dict.Keys.Select(JinjaDict.Unkey).ToList()),
                 "values" => Bind((_, _) => dict.Values.ToList()),
-                "get" => Bind((a, _) => a.Count > 0 && a[0] is string key && dict.TryGetValue(key, out var v) ? v : a.Count > 1 ? a[1] : null),
+                "get" => Bind((a, _) => a.Count > 0 && dict.TryGetValue(JinjaDict.Key(a[0]), out var v) ? v : a.Count > 1 ? a[1] : null),
                 _ => null,
             },
             List<object?> list => name switch
@@ -183,13 +191,16 @@ internal static partial class JinjaBuiltins
             return words.Select(w => (object?)w).ToList();
         }
         if (separator.Length == 0) throw new ChatTemplateException("split() separator must not be empty.");
+        JinjaLimits.CheckItems(Count(s, separator) + 1L, 0);
         var parts = maxSplit < 0 ? s.Split(separator) : s.Split(separator, (int)Math.Min(maxSplit + 1, int.MaxValue));
         return parts.Select(p => (object?)p).ToList();
     }
 
     private static string Replace(string s, string old, string replacement, long count)
     {
-        if (count < 0) return old.Length == 0 ? s : s.Replace(old, replacement, StringComparison.Ordinal);
+        long found = Math.Min(count < 0 ? long.MaxValue : count, old.Length == 0 ? s.Length + 1 : Count(s, old));
+        JinjaLimits.CheckString(s.Length + found * (replacement.Length - (long)old.Length), 0);
+        if (count < 0 && old.Length > 0) return s.Replace(old, replacement, StringComparison.Ordinal);
         var sb = new StringBuilder();
         int at = 0;
         for (long n = 0; n < count; n++)
@@ -216,7 +227,7 @@ internal static partial class JinjaBuiltins
         int next = 0;
         for (int i = 0; i < s.Length; i++)
         {
-            if (s[i] == '{' && i + 1 < s.Length && s[i + 1] == '}') { sb.Append(next < args.Count ? ToStr(args[next++]) : ""); i++; }
+            if (s[i] == '{' && i + 1 < s.Length && s[i + 1] == '}') { sb.Append(next < args.Count ? ToStr(args[next++]) : ""); i++; JinjaLimits.CheckString(sb.Length, 0); }
             else sb.Append(s[i]);
         }
         return sb.ToString();
@@ -259,7 +270,7 @@ internal static partial class JinjaBuiltins
         return name switch
         {
             "trim" => Arg(0, "chars", null) is { } chars ? ToStr(value).Trim(ToStr(chars).ToCharArray()) : ToStr(value).Trim(),
-            "tojson" => ToJson(value, Arg(0, "indent", null) is { } indent ? (int)Int(indent) : null, Truthy(Arg(1, "sort_keys", false))),
+            "tojson" => ToJson(value, JsonOptionsOf(Arg(0, "ensure_ascii", false), Arg(1, "indent", null), Arg(2, "separators", null), Arg(3, "sort_keys", false), line)),
             "upper" => ToStr(value).ToUpperInvariant(),
             "lower" => ToStr(value).ToLowerInvariant(),
             "capitalize" => Capitalize(ToStr(value)),
@@ -267,17 +278,19 @@ internal static partial class JinjaBuiltins
             "replace" => Replace(ToStr(value), ToStr(Arg(0, "old", "")), ToStr(Arg(1, "new", "")), Arg(2, "count", null) is { } c ? Int(c) : -1),
             "length" or "count" => value switch
             {
-                string s => (long)CodePoints(s).Count,
+                string s => (long)CodePointCount(s),
                 JinjaUndefined => 0L,
+                JinjaIterator it => throw new ChatTemplateException($"line {line}: object of type '{it.Kind}' has no len()."),
                 _ => (long)Iterate(value).Count,
             },
             "default" or "d" => value is JinjaUndefined || Truthy(Arg(1, "boolean", false)) && !Truthy(value) ? Arg(0, "default_value", "") : value,
             "first" => Iterate(value) is { Count: > 0 } items ? items[0] : new JinjaUndefined("first"),
-            "last" => Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
-            "join" => string.Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
-                ToStr(Arg(1, "attribute", null) is { } attribute ? GetItem(item, attribute, line) : item))),
+            "last" => value is JinjaIterator it ? throw new ChatTemplateException($"line {line}: '{it.Kind}' object is not reversible.")
+                : Iterate(value) is { Count: > 0 } items ? items[^1] : new JinjaUndefined("last"),
+            "join" => Join(ToStr(Arg(0, "d", "")), Iterate(value).Select(item =>
+                ToStr(Arg(1, "attribute", null) is { } attribute ? Attribute(item, attribute, line) : item)), line),
             "string" => ToStr(value),
-            "safe" or "e" or "escape" when name == "safe" => value,
+            "safe" => new JinjaMarkup(ToStr(value)),
             "int" => value switch
             {
                 long l => l,
@@ -294,39 +307,97 @@ internal static partial class JinjaBuiltins
                 _ => Arg(0, "default", 0.0),
             },
             "abs" => value is long l ? (object)Math.Abs(l) : Math.Abs(ToDouble(value)),
-            "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.AwayFromZero),
+            "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.ToEven), // as Python rounds
             "list" => Iterate(value),
-            "items" => value is OrderedDictionary<string, object?> dict ? dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+            "items" => value is JinjaDict dict ? dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()
                 : value is JinjaUndefined ? [] : throw new ChatTemplateException($"line {line}: items needs a dict, got {TypeName(value)}."),
-            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(CodePoints(s))) : Enumerable.Reverse(Iterate(value)).ToList(),
-            "unique" => Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }),
+            "reverse" => value is string s ? string.Concat(Enumerable.Reverse(Runes(s)))
+                : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
+                : Enumerable.Reverse(Iterate(value)).ToList(),
+            "unique" => new JinjaIterator(Iterate(value).Aggregate(new List<object?>(), (seen, item) => { if (!seen.Any(x => PyEquals(x, item))) seen.Add(item); return seen; }), "generator"),
+            "sort" => Sorted(Iterate(value), item => SortKey(Arg(2, "attribute", null) is { } attribute ? Attribute(item, attribute, line) : item,
+                Truthy(Arg(1, "case_sensitive", false))), Truthy(Arg(0, "reverse", false)), line),
             "sum" => Iterate(value).Aggregate((object?)0L, (total, item) => Binary("+", total, item, line)),
-            "min" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b),
-            "max" => Iterate(value).Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b),
-            "map" => Arg(-1, "attribute", null) is { } attribute
-                ? Iterate(value).Select(item => GetItem(item, attribute, line)).ToList()
-                : Iterate(value).Select(item => Filter(ToStr(args.FirstOrDefault()), item, args.Skip(1).ToList(), [], line)).ToList(),
-            "select" or "reject" => Iterate(value).Where(item =>
-                (args.Count == 0 ? Truthy(item) : Test(ToStr(args[0]), item, args.Skip(1).ToList(), line)) == (name == "select")).ToList(),
-            "selectattr" or "rejectattr" => Iterate(value).Where(item =>
+            "min" => Iterate(value) is { Count: > 0 } least ? least.Aggregate((a, b) => Compare(a, b, line) <= 0 ? a : b) : new JinjaUndefined("min"),
+            "max" => Iterate(value) is { Count: > 0 } most ? most.Aggregate((a, b) => Compare(a, b, line) >= 0 ? a : b) : new JinjaUndefined("max"),
+            // jinja2 walks these only "if value", so None gives nothing; each returns a one-pass generator
+            "map" => new JinjaIterator(Arg(-1, "attribute", null) is { } attribute
+                ? IterateIf(value).Select(item => Attribute(item, attribute, line) is var v && v is JinjaUndefined && kwargs.TryGetValue("default", out var d) ? d : v).ToList()
+                : IterateIf(value).Select(item => Filter(ToStr(args.FirstOrDefault()), item, args.Skip(1).ToList(), [], line)).ToList(), "generator"),
+            "select" or "reject" => new JinjaIterator(IterateIf(value).Where(item =>
+                (args.Count == 0 ? Truthy(item) : Test(ToStr(args[0]), item, args.Skip(1).ToList(), line)) == (name == "select")).ToList(), "generator"),
+            "selectattr" or "rejectattr" => new JinjaIterator(IterateIf(value).Where(item =>
             {
-                var attribute = GetItem(item, args.FirstOrDefault(), line);
+                var attribute = Attribute(item, args.FirstOrDefault(), line);
                 bool passes = args.Count < 2 ? Truthy(attribute) : Test(ToStr(args[1]), attribute, args.Skip(2).ToList(), line);
                 return passes == (name == "selectattr");
-            }).ToList(),
+            }).ToList(), "generator"),
             "indent" => Indent(ToStr(value), Arg(0, "width", 4L), Truthy(Arg(1, "first", false)), Truthy(Arg(2, "blank", false))),
-            "dictsort" => value is OrderedDictionary<string, object?> d
-                ? d.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+            "dictsort" => value is JinjaDict d
+                ? Sorted(d.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
                 : throw new ChatTemplateException($"line {line}: dictsort needs a dict."),
             "wordcount" => (long)ToStr(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length,
             _ => throw new ChatTemplateException($"line {line}: no filter named '{name}'."),
         };
     }
 
+    /// <summary><c>sep.join(parts)</c>, its length checked before it is made: a list may hold one long string many times.</summary>
+    private static string Join(string separator, IEnumerable<string> parts, int line)
+    {
+        var list = parts.ToList();
+        JinjaLimits.CheckString(list.Sum(p => (long)p.Length) + (long)separator.Length * Math.Max(0, list.Count - 1), line);
+        return string.Join(separator, list);
+    }
+
+    /// <summary>jinja2's attribute getter of map, selectattr, sort and join: "a.b.0" walks item.a.b[0].</summary>
+    private static object? Attribute(object? item, object? attribute, int line)
+    {
+        if (attribute is not string path || !path.Contains('.', StringComparison.Ordinal)) return GetItem(item, attribute, line);
+        foreach (string part in path.Split('.'))
+            item = GetItem(item, part.Length > 0 && part.All(char.IsAsciiDigit) ? long.Parse(part, CultureInfo.InvariantCulture) : part, line);
+        return item;
+    }
+
+    private static List<object?> IterateIf(object? value) => Truthy(value) ? Iterate(value) : [];
+
+    /// <summary>Python's stable sort by a key; <c>reverse</c> keeps equal items in their order, as Python's does.</summary>
+    private static List<object?> Sorted(IEnumerable<object?> items, Func<object?, object?> key, bool reverse, int line)
+    {
+        var list = items.ToList();
+        var keys = list.Select(key).ToList();
+        var comparer = Comparer<int>.Create((a, b) => Compare(keys[a], keys[b], line));
+        var order = reverse ? Enumerable.Range(0, list.Count).OrderByDescending(i => i, comparer) : Enumerable.Range(0, list.Count).OrderBy(i => i, comparer);
+        return order.Select(i => list[i]).ToList();
+    }
+
+    private static object? SortKey(object? value, bool caseSensitive) => !caseSensitive && value is string s ? s.ToLowerInvariant() : value;
+
+    private static JsonOptions JsonOptionsOf(object? ensureAscii, object? indent, object? separators, object? sortKeys, int line)
+    {
+        string? pad = indent switch
+        {
+            null => null,
+            string s => s,
+            _ => new string(' ', (int)Math.Clamp(Int(indent), 0, 1024)),
+        };
+        var (item, key) = separators switch
+        {
+            null => ((string?)null, ": "),
+            List<object?> { Count: 2 } pair when pair[0] is string a && pair[1] is string b => (a, b),
+            _ => throw new ChatTemplateException($"line {line}: tojson separators must be two strings, got {Repr(separators)}."),
+        };
+        return new JsonOptions(Truthy(ensureAscii), pad, item, key, Truthy(sortKeys));
+    }
+
+    /// <summary>markupsafe's escape, which Markup's + applies to the plain string it is joined with.</summary>
+    private static string HtmlEscape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal)
+        .Replace(">", "&gt;", StringComparison.Ordinal).Replace("'", "&#39;", StringComparison.Ordinal).Replace("\"", "&#34;", StringComparison.Ordinal);
+
     private static string Indent(string s, object? width, bool first, bool blank)
     {
-        string pad = width is string w ? w : new string(' ', (int)Int(width));
+        string pad = width is string w ? w : new string(' ', (int)Math.Clamp(Int(width), 0, JinjaLimits.MaxStringChars));
         var lines = s.Split('\n');
+        JinjaLimits.CheckString(s.Length + (long)pad.Length * lines.Length, 0);
         for (int i = 0; i < lines.Length; i++)
             if ((i > 0 || first) && (blank || lines[i].Length > 0)) lines[i] = pad + lines[i];
         return string.Join('\n', lines);
@@ -344,9 +415,9 @@ internal static partial class JinjaBuiltins
         "boolean" => value is bool,
         "true" => value is true,
         "false" => value is false,
-        "mapping" => value is OrderedDictionary<string, object?>,
-        "iterable" => value is string or List<object?> or OrderedDictionary<string, object?>,
-        "sequence" => value is string or List<object?> or OrderedDictionary<string, object?>,
+        "mapping" => value is JinjaDict,
+        "iterable" => value is string or List<object?> or JinjaDict,
+        "sequence" => value is string or List<object?> or JinjaDict,
         "callable" => value is JinjaCallable,
         "odd" => Int(value) % 2 != 0,
         "even" => Int(value) % 2 == 0,
@@ -375,7 +446,7 @@ internal static partial class JinjaBuiltins
     {
         string s => item is string part ? s.Contains(part, StringComparison.Ordinal) : throw new ChatTemplateException($"line {line}: 'in <string>' needs a string, got {TypeName(item)}."),
         List<object?> list => list.Any(x => PyEquals(x, item)),
-        OrderedDictionary<string, object?> dict => item is string key && dict.ContainsKey(key),
+        JinjaDict dict => dict.ContainsKey(JinjaDict.Key(item)),
         JinjaUndefined => false,
         _ => throw new ChatTemplateException($"line {line}: {TypeName(container)} does not support 'in'."),
     };
@@ -392,15 +463,30 @@ internal static partial class JinjaBuiltins
             case ">=": return Compare(left, right, line) >= 0;
             case "in": return Contains(right, left, line);
             case "not in": return !Contains(right, left, line);
-            case "~": return ToStr(left) + ToStr(right);
+            case "~":
+            {
+                return Concat(ToStr(left), ToStr(right), line);
+            }
         }
         switch (op, left, right)
         {
-            case ("+", string a, string b): return a + b;
-            case ("+", List<object?> a, List<object?> b): return a.Concat(b).ToList();
+            case ("+", JinjaMarkup a, JinjaMarkup b): return new JinjaMarkup(Concat(a.Text, b.Text, line));
+            case ("+", JinjaMarkup a, string b): return new JinjaMarkup(Concat(a.Text, HtmlEscape(b), line));
+            case ("+", string a, JinjaMarkup b): return new JinjaMarkup(Concat(HtmlEscape(a), b.Text, line));
+        }
+        if (left is JinjaMarkup ml) left = ml.Text;
+        if (right is JinjaMarkup mr) right = mr.Text;
+        switch (op, left, right)
+        {
+            case ("+", string a, string b): return Concat(a, b, line);
+            case ("+", List<object?> a, List<object?> b):
+                JinjaLimits.CheckItems((long)a.Count + b.Count, line);
+                return a.Concat(b).ToList();
             case ("*", string a, long n): return Repeat(a, n, line);
             case ("*", long n, string a): return Repeat(a, n, line);
-            case ("*", List<object?> a, long n) when a.Count * Math.Max(n, 0) <= MaxCollection: return Enumerable.Repeat(a, (int)Math.Max(n, 0)).SelectMany(x => x).ToList();
+            case ("*", List<object?> a, long n):
+                JinjaLimits.CheckItems(a.Count * Math.Max(n, 0), line);
+                return Enumerable.Repeat(a, (int)Math.Max(n, 0)).SelectMany(x => x).ToList();
         }
         if (left is not (long or double or bool) || right is not (long or double or bool))
             throw new ChatTemplateException($"line {line}: unsupported operands for {op}: {TypeName(left)} and {TypeName(right)}.");
@@ -420,10 +506,16 @@ internal static partial class JinjaBuiltins
         };
     }
 
+    private static string Concat(string a, string b, int line)
+    {
+        JinjaLimits.CheckString((long)a.Length + b.Length, line);
+        return a + b;
+    }
+
     private static string Repeat(string s, long n, int line)
     {
         if (n <= 0) return "";
-        if (s.Length * n > MaxCollection) throw new ChatTemplateException($"line {line}: a string of {s.Length * n} characters is too large.");
+        JinjaLimits.CheckString(s.Length * n, line);
         return string.Concat(Enumerable.Repeat(s, (int)n));
     }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using static GqaTransformer.JinjaLimits;
 using static GqaTransformer.JinjaValues;
 
 namespace GqaTransformer;
@@ -10,12 +11,8 @@ namespace GqaTransformer;
 /// </summary>
 internal sealed class JinjaInterpreter
 {
-    private const int MaxDepth = 200;                  // nested loops, macro calls and expressions
-    private const long MaxIterations = 1_000_000;      // loop iterations over the whole render
-    private const int MaxOutputChars = 64 * 1024 * 1024;
-
     private readonly Scope _globals;
-    private long _iterations;
+    private long _iterations, _steps, _work;
     private int _depth;
 
     private enum Flow { Normal, Break, Continue }
@@ -34,10 +31,10 @@ internal sealed class JinjaInterpreter
         }
     }
 
-    public JinjaInterpreter(IReadOnlyDictionary<string, object?> variables)
+    public JinjaInterpreter(IReadOnlyDictionary<string, object?> variables, Func<DateTime> clock)
     {
         _globals = new Scope(null);
-        JinjaBuiltins.AddGlobals(_globals.Vars);
+        JinjaBuiltins.AddGlobals(_globals.Vars, clock);
         foreach (var (name, value) in variables) _globals.Vars[name] = FromClr(value);
     }
 
@@ -76,10 +73,23 @@ internal sealed class JinjaInterpreter
                 case MacroNode macro:
                     scope.Vars[macro.Name] = MakeMacro(macro, scope);
                     break;
+                case CallBlockNode block:
+                    output.Append(ToStr(CallBlock(block, scope)));
+                    break;
+                case FilterBlockNode block:
+                {
+                    var captured = new StringBuilder();
+                    Render(block.Body, scope, captured);
+                    object? value = captured.ToString();
+                    foreach (var (name, args, kwargs) in block.Filters)
+                        value = JinjaBuiltins.Filter(name, value, args.Select(a => Eval(a, scope)).ToList(), kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope)), block.Line);
+                    output.Append(ToStr(value));
+                    break;
+                }
                 case LoopControlNode control:
                     return control.IsBreak ? Flow.Break : Flow.Continue;
             }
-            if (output.Length > MaxOutputChars) throw new ChatTemplateException($"the rendered text passed {MaxOutputChars} characters.");
+            if (output.Length > MaxOutputChars) throw Exceeded(nameof(MaxOutputChars), output.Length, "the rendered text's length", node.Line);
         }
         return Flow.Normal;
     }
@@ -93,7 +103,7 @@ internal sealed class JinjaInterpreter
             items = items.Where(item => { Bind(inner, loop, item); return Truthy(Eval(loop.Filter, inner)); }).ToList();
         for (int i = 0; i < items.Count; i++)
         {
-            if (++_iterations > MaxIterations) throw new ChatTemplateException($"line {loop.Line}: more than {MaxIterations} loop iterations.");
+            if (++_iterations > MaxIterations) throw Exceeded(nameof(MaxIterations), _iterations, "loop iterations", loop.Line);
             Bind(inner, loop, items[i]);
             inner.Vars["loop"] = new JinjaLoop(i, items.Count, i > 0 ? items[i - 1] : null, i + 1 < items.Count ? items[i + 1] : null);
             if (Render(loop.Body, inner, output) == Flow.Break) break;
@@ -120,7 +130,7 @@ internal sealed class JinjaInterpreter
             Render(set.Body, scope, captured);
             value = captured.ToString();
         }
-        else value = Eval(set.Value!, scope);
+        else value = Account(EvalKeepingMarkup(set.Value!, scope), set.Line);
         if (set.Attribute is not null)
         {
             if (!scope.TryGet(set.Targets[0], out var target) || target is not JinjaNamespace ns)
@@ -137,27 +147,82 @@ internal sealed class JinjaInterpreter
     /// <summary>A macro sees its parameters and the scope it was defined in (itself included, so it may recurse, within the depth limit).</summary>
     private JinjaCallable MakeMacro(MacroNode macro, Scope definedIn) => new(macro.Name, (args, kwargs) =>
     {
-        Enter(macro.Line);
         var scope = new Scope(definedIn);
-        for (int p = 0; p < macro.Parameters.Count; p++)
-        {
-            var (name, fallback) = macro.Parameters[p];
-            scope.Vars[name] = p < args.Count ? args[p]
-                : kwargs.TryGetValue(name, out var given) ? given
-                : fallback is not null ? Eval(fallback, scope) : new JinjaUndefined(name);
-        }
+        if (kwargs.Remove("caller", out var caller)) scope.Vars["caller"] = caller;
+        if (args.Count > macro.Parameters.Count && !macro.TakesVarargs)
+            throw new ChatTemplateException($"line {macro.Line}: macro '{macro.Name}' takes not more than {macro.Parameters.Count} argument(s).");
+        var extra = kwargs.Keys.Where(k => !macro.Parameters.Any(p => p.Name == k)).ToList();
+        if (extra.Count > 0 && !macro.TakesKwargs)
+            throw new ChatTemplateException($"line {macro.Line}: macro '{macro.Name}' takes no keyword argument '{extra[0]}'.");
+        Enter(macro.Line);
+        BindParameters(scope, macro.Parameters, args, kwargs);
+        if (macro.TakesVarargs) scope.Vars["varargs"] = args.Skip(macro.Parameters.Count).ToList();
+        if (macro.TakesKwargs) scope.Vars["kwargs"] = new JinjaDict(extra.Select(k => KeyValuePair.Create((object)k, kwargs[k])));
         var output = new StringBuilder();
         Render(macro.Body, scope, output);
         _depth--;
         return output.ToString();
     });
 
-    private void Enter(int line)
+    /// <summary>Calls the block's macro with <c>caller</c>: a macro of the block's parameters that renders its body where the block stands.</summary>
+    private object? CallBlock(CallBlockNode block, Scope scope)
     {
-        if (++_depth > MaxDepth) throw new ChatTemplateException($"line {line}: nesting deeper than {MaxDepth} (a macro that calls itself?).");
+        var caller = new JinjaCallable("caller", (args, kwargs) =>
+        {
+            Enter(block.Line);
+            var inner = new Scope(scope);
+            BindParameters(inner, block.CallerParameters, args, kwargs);
+            var output = new StringBuilder();
+            Render(block.Body, inner, output);
+            _depth--;
+            return output.ToString();
+        });
+        if (Eval(block.Call.Target, scope) is not JinjaCallable macro) throw new ChatTemplateException($"line {block.Line}: 'call' needs a macro.");
+        var kwargs = block.Call.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope));
+        kwargs["caller"] = caller;
+        return macro.Invoke(block.Call.Args.Select(a => Eval(a, scope)).ToList(), kwargs);
     }
 
+    private void BindParameters(Scope scope, IReadOnlyList<(string Name, JinjaExpr? Default)> parameters, List<object?> args, Dictionary<string, object?> kwargs)
+    {
+        for (int p = 0; p < parameters.Count; p++)
+        {
+            var (name, fallback) = parameters[p];
+            scope.Vars[name] = p < args.Count ? args[p]
+                : kwargs.TryGetValue(name, out var given) ? given
+                : fallback is not null ? Eval(fallback, scope) : new JinjaUndefined(name);
+        }
+    }
+
+    private void Enter(int line)
+    {
+        if (++_depth > MaxRenderDepth) throw Exceeded(nameof(MaxRenderDepth), _depth, "nesting of loops, macro calls and expressions (a macro that calls itself?)", line);
+        if (++_steps > MaxSteps) throw Exceeded(nameof(MaxSteps), _steps, "expressions evaluated", line);
+    }
+
+    /// <summary>A value, with <c>|safe</c>'s markup as its text: only <c>+</c> and a variable keep the markup (see <see cref="JinjaMarkup"/>).</summary>
     private object? Eval(JinjaExpr expr, Scope scope)
+    {
+        var value = Account(EvalKeepingMarkup(expr, scope), expr.Line);
+        return value is JinjaMarkup markup ? markup.Text : value;
+    }
+
+    /// <summary>Adds a value's size to the render's work: every string and list read or made is paid for, so work that grows stops.</summary>
+    private object? Account(object? value, int line)
+    {
+        _work += 1 + value switch
+        {
+            string s => s.Length,
+            JinjaMarkup m => m.Text.Length,
+            List<object?> list => list.Count,
+            JinjaDict dict => dict.Count,
+            _ => 0,
+        };
+        if (_work > MaxWork) throw Exceeded(nameof(MaxWork), _work, "characters and items of the values evaluated", line);
+        return value;
+    }
+
+    private object? EvalKeepingMarkup(JinjaExpr expr, Scope scope)
     {
         Enter(expr.Line);
         try
@@ -166,8 +231,9 @@ internal sealed class JinjaInterpreter
             {
                 LiteralExpr literal => literal.Value,
                 NameExpr name => scope.TryGet(name.Name, out var value) ? value : new JinjaUndefined(name.Name),
+                ListExpr { IsTuple: true } tuple => new JinjaTuple(tuple.Items.Select(item => Eval(item, scope))),
                 ListExpr list => list.Items.Select(item => Eval(item, scope)).ToList(),
-                DictExpr dict => new OrderedDictionary<string, object?>(dict.Items.Select(p => KeyValuePair.Create(ToStr(Eval(p.Key, scope)), Eval(p.Value, scope)))),
+                DictExpr dict => new JinjaDict(dict.Items.Select(p => KeyValuePair.Create(JinjaDict.Key(Eval(p.Key, scope)), Eval(p.Value, scope)))),
                 AttributeExpr attribute => JinjaBuiltins.GetAttribute(Eval(attribute.Target, scope), attribute.Name, attribute.Line),
                 IndexExpr index => JinjaBuiltins.GetItem(Eval(index.Target, scope), Eval(index.Index, scope), index.Line),
                 SliceExpr slice => JinjaBuiltins.Slice(Eval(slice.Target, scope), Optional(slice.Start, scope), Optional(slice.Stop, scope), Optional(slice.Step, scope), slice.Line),
@@ -183,6 +249,8 @@ internal sealed class JinjaInterpreter
                 },
                 BinaryExpr { Op: "and" } and => Eval(and.Left, scope) is var first && !Truthy(first) ? first : Eval(and.Right, scope),
                 BinaryExpr { Op: "or" } or => Eval(or.Left, scope) is var left && Truthy(left) ? left : Eval(or.Right, scope),
+                BinaryExpr { Op: "+" } plus => JinjaBuiltins.Binary("+", Account(EvalKeepingMarkup(plus.Left, scope), plus.Line),
+                    Account(EvalKeepingMarkup(plus.Right, scope), plus.Line), plus.Line),
                 BinaryExpr binary => JinjaBuiltins.Binary(binary.Op, Eval(binary.Left, scope), Eval(binary.Right, scope), binary.Line),
                 ConditionalExpr conditional => Truthy(Eval(conditional.Condition, scope)) ? Eval(conditional.Then, scope)
                     : conditional.Else is null ? new JinjaUndefined("else") : Eval(conditional.Else, scope),

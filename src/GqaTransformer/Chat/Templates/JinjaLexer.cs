@@ -155,8 +155,17 @@ internal static class JinjaLexer
                     i++;
                     while (i < body.Length && char.IsDigit(body[i])) i++;
                 }
+                int exponent = i < body.Length && body[i] is 'e' or 'E' ? i + 1 : -1;                    // 1e3, 2.5e-4: floats, as in jinja2
+                if (exponent > 0 && exponent < body.Length && body[exponent] is '+' or '-') exponent++;
+                if (exponent > 0 && exponent < body.Length && char.IsDigit(body[exponent]))
+                {
+                    isFloat = true;
+                    for (i = exponent; i < body.Length && char.IsDigit(body[i]);) i++;
+                }
                 string digits = body[start..i].Replace("_", "", StringComparison.Ordinal);
-                object value = isFloat ? (object)double.Parse(digits, CultureInfo.InvariantCulture) : long.Parse(digits, CultureInfo.InvariantCulture);
+                object value = isFloat ? (object)double.Parse(digits, CultureInfo.InvariantCulture)
+                    : long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long whole) ? (object)whole
+                    : throw new ChatTemplateException($"line {line}: the integer {digits} is larger than this interpreter's 64 bits.");
                 tokens.Add(new JinjaToken(JinjaTokenKind.Number, digits, value, line));
             }
             else if (c is '\'' or '"')
@@ -170,8 +179,18 @@ internal static class JinjaLexer
                     if (d == c) break;
                     if (d != '\\' || i >= body.Length) { value.Append(d); continue; }
                     char e = body[i++];
-                    value.Append(e switch { 'n' => '\n', 't' => '\t', 'r' => '\r', '\\' => '\\', '\'' => '\'', '"' => '"', _ => '\0' });
-                    if (e is not ('n' or 't' or 'r' or '\\' or '\'' or '"')) { value.Length--; value.Append('\\').Append(e); }
+                    if (e is 'x' or 'u' or 'U')                                   // Python's \xhh, \uXXXX, \UXXXXXXXX, as jinja2 decodes them
+                    {
+                        int width = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+                        if (i + width > body.Length || !int.TryParse(body.AsSpan(i, width), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code)
+                            || code is < 0 or > 0x10FFFF)
+                            throw new ChatTemplateException($"line {line}: a string literal has a broken \\{e} escape.");
+                        value.Append(char.ConvertFromUtf32(code is >= 0xD800 and <= 0xDFFF ? 0xFFFD : code));
+                        i += width;
+                        continue;
+                    }
+                    value.Append(e switch { 'n' => "\n", 't' => "\t", 'r' => "\r", '\\' => "\\", '\'' => "'", '"' => "\"", 'a' => "\a", 'b' => "\b",
+                        'f' => "\f", 'v' => "\v", '\n' => "", _ => "\\" + e });
                 }
                 tokens.Add(new JinjaToken(JinjaTokenKind.String, body[start..i], value.ToString(), line));
             }

@@ -16,7 +16,17 @@ internal sealed record ForNode(IReadOnlyList<string> Targets, JinjaExpr Iterable
 /// <summary><c>{% set x = v %}</c>, <c>{% set ns.x = v %}</c> (Target.Attribute), or a block set when Body is given.</summary>
 internal sealed record SetNode(IReadOnlyList<string> Targets, string? Attribute, JinjaExpr? Value, IReadOnlyList<JinjaNode>? Body, int Line) : JinjaNode(Line);
 
-internal sealed record MacroNode(string Name, IReadOnlyList<(string Name, JinjaExpr? Default)> Parameters, IReadOnlyList<JinjaNode> Body, int Line) : JinjaNode(Line);
+/// <summary>A macro; it takes extra positional (<c>varargs</c>) or keyword (<c>kwargs</c>) arguments only when its body reads those names, as in jinja2.</summary>
+internal sealed record MacroNode(string Name, IReadOnlyList<(string Name, JinjaExpr? Default)> Parameters, IReadOnlyList<JinjaNode> Body,
+    bool TakesVarargs, bool TakesKwargs, int Line) : JinjaNode(Line);
+
+/// <summary><c>{% call(params) macro(args) %}body{% endcall %}</c>: the macro runs with <c>caller()</c> rendering the body.</summary>
+internal sealed record CallBlockNode(CallExpr Call, IReadOnlyList<(string Name, JinjaExpr? Default)> CallerParameters, IReadOnlyList<JinjaNode> Body, int Line)
+    : JinjaNode(Line);
+
+/// <summary><c>{% filter name(args) %}body{% endfilter %}</c>: the rendered body passed through the filters, in order.</summary>
+internal sealed record FilterBlockNode(IReadOnlyList<(string Name, IReadOnlyList<JinjaExpr> Args, IReadOnlyList<(string Name, JinjaExpr Value)> Kwargs)> Filters,
+    IReadOnlyList<JinjaNode> Body, int Line) : JinjaNode(Line);
 
 internal sealed record LoopControlNode(bool IsBreak, int Line) : JinjaNode(Line);
 
@@ -26,7 +36,8 @@ internal sealed record LiteralExpr(object? Value, int Line) : JinjaExpr(Line);
 
 internal sealed record NameExpr(string Name, int Line) : JinjaExpr(Line);
 
-internal sealed record ListExpr(IReadOnlyList<JinjaExpr> Items, int Line) : JinjaExpr(Line);
+/// <summary>A list literal, or a tuple <c>(a, b)</c> when <paramref name="IsTuple"/>.</summary>
+internal sealed record ListExpr(IReadOnlyList<JinjaExpr> Items, int Line, bool IsTuple = false) : JinjaExpr(Line);
 
 internal sealed record DictExpr(IReadOnlyList<(JinjaExpr Key, JinjaExpr Value)> Items, int Line) : JinjaExpr(Line);
 

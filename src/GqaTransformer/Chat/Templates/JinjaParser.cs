@@ -11,6 +11,8 @@ internal sealed class JinjaParser
     private int _piece;
     private IReadOnlyList<JinjaToken> _tokens = [];
     private int _token;
+    private int _depth;
+    private readonly List<HashSet<string>> _macroNames = [];  // the names read inside each macro being parsed
 
     private JinjaParser(List<JinjaPiece> pieces) => _pieces = pieces;
 
@@ -24,6 +26,40 @@ internal sealed class JinjaParser
 
     /// <summary>Statements until a tag that closes or continues the enclosing block (its keyword in <paramref name="end"/>), or the end.</summary>
     private List<JinjaNode> ParseBlock(out string? end, params string[] ends)
+    {
+        int line = _piece < _pieces.Count ? _pieces[_piece].Line : 0;
+        Nest(line);
+        try
+        {
+            return ParseStatements(out end, ends);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    /// <summary>One level deeper in the source: blocks in blocks and expressions in brackets each count, up to MaxParseDepth.</summary>
+    private void Nest(int line)
+    {
+        if (++_depth > JinjaLimits.MaxParseDepth)
+            throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxParseDepth), _depth, "nesting of blocks, brackets and operators", line);
+    }
+
+    private T Nested<T>(Func<T> parse)
+    {
+        Nest(Peek.Line);
+        try
+        {
+            return parse();
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private List<JinjaNode> ParseStatements(out string? end, string[] ends)
     {
         var nodes = new List<JinjaNode>();
         end = null;
@@ -50,6 +86,8 @@ internal sealed class JinjaParser
                 "for" => ParseFor(tag.Line),
                 "set" => ParseSet(tag.Line),
                 "macro" => ParseMacro(tag.Line),
+                "call" => ParseCallBlock(tag.Line),
+                "filter" => ParseFilterBlock(tag.Line),
                 "break" or "continue" => EndThen(new LoopControlNode(keyword == "break", tag.Line)),
                 "generation" => EndThen(new IfNode([(new LiteralExpr(true, tag.Line), ParseUntil(tag.Line, "endgeneration"))], null, tag.Line)),
                 _ => throw Error($"unknown statement '{keyword}'", tag.Line),
@@ -126,6 +164,16 @@ internal sealed class JinjaParser
     private MacroNode ParseMacro(int line)
     {
         string name = ExpectName();
+        var parameters = ParseParameters();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        _macroNames.Add(names);
+        var body = ParseUntil(line, "endmacro");
+        _macroNames.RemoveAt(_macroNames.Count - 1);
+        return new MacroNode(name, parameters, body, names.Contains("varargs"), names.Contains("kwargs"), line);
+    }
+
+    private List<(string, JinjaExpr?)> ParseParameters()
+    {
         var parameters = new List<(string, JinjaExpr?)>();
         Expect("(");
         while (!Accept(")"))
@@ -134,11 +182,31 @@ internal sealed class JinjaParser
             parameters.Add((parameter, Accept("=") ? ParseExpression() : null));
             if (!Accept(",")) { Expect(")"); break; }
         }
-        return new MacroNode(name, parameters, ParseUntil(line, "endmacro"), line);
+        return parameters;
+    }
+
+    private CallBlockNode ParseCallBlock(int line)
+    {
+        var parameters = Peek is { Kind: JinjaTokenKind.Operator, Text: "(" } ? ParseParameters() : [];
+        if (ParsePostfix(ParsePrimary()) is not CallExpr call) throw Error("'call' needs a macro call", line);
+        return new CallBlockNode(call, parameters, ParseUntil(line, "endcall"), line);
+    }
+
+    private FilterBlockNode ParseFilterBlock(int line)
+    {
+        var filters = new List<(string, IReadOnlyList<JinjaExpr>, IReadOnlyList<(string, JinjaExpr)>)>();
+        do
+        {
+            string name = ExpectDottedName();
+            var (args, kwargs) = Peek is { Kind: JinjaTokenKind.Operator, Text: "(" } ? ParseArguments() : ([], []);
+            filters.Add((name, args, kwargs));
+        }
+        while (Accept("|"));
+        return new FilterBlockNode(filters, ParseUntil(line, "endfilter"), line);
     }
 
     // Expressions, lowest precedence first.
-    private JinjaExpr ParseExpression() => ParseOr(withConditional: true);
+    private JinjaExpr ParseExpression() => Nested(() => ParseOr(withConditional: true));
 
     private JinjaExpr ParseOr(bool withConditional)
     {
@@ -147,7 +215,7 @@ internal sealed class JinjaParser
         if (withConditional && AcceptName("if"))
         {
             var condition = ParseOr(withConditional: false);
-            JinjaExpr? other = AcceptName("else") ? ParseOr(withConditional: true) : null;
+            JinjaExpr? other = AcceptName("else") ? ParseExpression() : null;
             return new ConditionalExpr(condition, left, other, left.Line);
         }
         return left;
@@ -162,7 +230,7 @@ internal sealed class JinjaParser
 
     private JinjaExpr ParseNot()
         => PeekName("not") && !(_tokens[_token + 1] is { Kind: JinjaTokenKind.Name, Text: "in" })
-            ? new UnaryExpr("not", Advance(ParseNot), Peek.Line)
+            ? new UnaryExpr("not", Advance(() => Nested(ParseNot)), Peek.Line)
             : ParseCompare();
 
     private JinjaExpr ParseCompare()
@@ -236,7 +304,7 @@ internal sealed class JinjaParser
         if (Peek is { Kind: JinjaTokenKind.Operator, Text: "-" or "+" } op)
         {
             _token++;
-            return new UnaryExpr(op.Text, ParseUnaryNoFilter(), op.Line);
+            return new UnaryExpr(op.Text, Nested(ParseUnaryNoFilter), op.Line);
         }
         return ParsePostfix(ParsePrimary());
     }
@@ -271,7 +339,10 @@ internal sealed class JinjaParser
     {
         while (true)
         {
-            if (Accept(".")) target = new AttributeExpr(target, ExpectName(), target.Line);
+            if (Accept("."))
+                target = Peek is { Kind: JinjaTokenKind.Number, Value: long index }                // m.content.0 is m.content[0]
+                    ? new IndexExpr(target, new LiteralExpr(_tokens[_token++].Value, target.Line), target.Line)
+                    : new AttributeExpr(target, ExpectName(), target.Line);
             else if (Peek is { Kind: JinjaTokenKind.Operator, Text: "[" })
             {
                 _token++;
@@ -338,16 +409,17 @@ internal sealed class JinjaParser
                     "true" or "True" => new LiteralExpr(true, token.Line),
                     "false" or "False" => new LiteralExpr(false, token.Line),
                     "none" or "None" => new LiteralExpr(null, token.Line),
-                    _ => new NameExpr(token.Text, token.Line),
+                    _ => Name(token),
                 };
             case JinjaTokenKind.Operator when token.Text == "(":
             {
+                if (Accept(")")) return new ListExpr([], token.Line, IsTuple: true);
                 var first = ParseExpression();
                 if (Accept(")")) return first;
                 var items = new List<JinjaExpr> { first };
                 while (Accept(",") && Peek is not { Kind: JinjaTokenKind.Operator, Text: ")" }) items.Add(ParseExpression());
                 Expect(")");
-                return new ListExpr(items, token.Line);                                         // a tuple behaves as a list here
+                return new ListExpr(items, token.Line, IsTuple: true);
             }
             case JinjaTokenKind.Operator when token.Text == "[":
             {
@@ -374,6 +446,12 @@ internal sealed class JinjaParser
             default:
                 throw Error(token.Kind == JinjaTokenKind.End ? "an expression is missing" : $"unexpected '{token.Text}'", token.Line);
         }
+    }
+
+    private NameExpr Name(JinjaToken token)
+    {
+        foreach (var names in _macroNames) names.Add(token.Text);
+        return new NameExpr(token.Text, token.Line);
     }
 
     private JinjaToken Peek => _tokens[_token];

@@ -9,6 +9,37 @@ internal sealed class JinjaUndefined(string name)
     public string Name { get; } = name;
 }
 
+/// <summary>
+/// What <c>|safe</c> returns, markupsafe's <c>Markup</c>: a string that, joined by <c>+</c> with a plain string (either
+/// side), HTML-escapes that string, as jinja2 does even without autoescape. Anywhere else it is its text.
+/// </summary>
+internal sealed record JinjaMarkup(string Text);
+
+/// <summary>
+/// What jinja2's map, select, reject, selectattr, rejectattr, unique and reverse (of a list) return: a one-pass
+/// iterator, not a list. It is always true, has no length, cannot be indexed or written by tojson, and a second walk
+/// over it finds nothing; <c>|list</c> makes a list of it.
+/// </summary>
+internal sealed class JinjaIterator(List<object?> items, string kind)
+{
+    private List<object?>? _items = items;
+
+    public string Kind { get; } = kind;
+
+    public List<object?> Take()
+    {
+        var items = _items ?? [];
+        _items = null;
+        return items;
+    }
+}
+
+/// <summary>A Python tuple: a list everywhere but in printing (<c>(1, 2)</c>, <c>(1,)</c>) and equality (never equal to a list).</summary>
+internal sealed class JinjaTuple(IEnumerable<object?> items) : List<object?>(items)
+{
+    public static JinjaTuple Pair(object? a, object? b) => new([a, b]);
+}
+
 /// <summary>What <c>namespace()</c> returns: the one object whose attributes a template may set from inside a loop.</summary>
 internal sealed class JinjaNamespace
 {
@@ -52,7 +83,7 @@ internal static class JinjaValues
         double d => d != 0,
         string s => s.Length > 0,
         List<object?> list => list.Count > 0,
-        OrderedDictionary<string, object?> dict => dict.Count > 0,
+        JinjaDict dict => dict.Count > 0,
         _ => true,
     };
 
@@ -61,11 +92,49 @@ internal static class JinjaValues
     {
         JinjaUndefined => "",
         string s => s,
+        JinjaMarkup m => m.Text,
         _ => Repr(value),
     };
 
-    /// <summary>Python's <c>repr()</c>: strings quoted, lists and dicts in Python's notation.</summary>
-    public static string Repr(object? value) => value switch
+    /// <summary>Python's <c>repr()</c>: strings quoted, lists and dicts in Python's notation; bounded in nesting and length.</summary>
+    public static string Repr(object? value)
+    {
+        if (value is not (List<object?> or JinjaDict)) return Scalar(value);
+        var sb = new StringBuilder();
+        Write(value, 0);
+        return sb.ToString();
+
+        void Write(object? v, int depth)
+        {
+            JinjaLimits.CheckValueDepth(depth);
+            JinjaLimits.CheckString(sb.Length, 0);
+            switch (v)
+            {
+                case List<object?> list:
+                    sb.Append(list is JinjaTuple ? '(' : '[');
+                    for (int i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); Write(list[i], depth + 1); }
+                    sb.Append(list is JinjaTuple ? (list.Count == 1 ? ",)" : ")") : "]");
+                    break;
+                case JinjaDict dict:
+                    sb.Append('{');
+                    bool first = true;
+                    foreach (var (k, item) in dict)
+                    {
+                        if (!first) sb.Append(", ");
+                        first = false;
+                        sb.Append(Scalar(JinjaDict.Unkey(k))).Append(": ");
+                        Write(item, depth + 1);
+                    }
+                    sb.Append('}');
+                    break;
+                default:
+                    sb.Append(Scalar(v));
+                    break;
+            }
+        }
+    }
+
+    private static string Scalar(object? value) => value switch
     {
         null => "None",
         JinjaUndefined => "",
@@ -73,9 +142,9 @@ internal static class JinjaValues
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => FloatRepr(d),
         string s => QuoteRepr(s),
-        List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
-        OrderedDictionary<string, object?> dict => "{" + string.Join(", ", dict.Select(p => QuoteRepr(p.Key) + ": " + Repr(p.Value))) + "}",
         JinjaNamespace => "<Namespace>",
+        JinjaMarkup m => QuoteRepr(m.Text),
+        JinjaIterator it => $"<{it.Kind} object>",
         JinjaCallable c => $"<function {c.Name}>",
         _ => value.ToString() ?? "",
     };
@@ -103,57 +172,74 @@ internal static class JinjaValues
         return sb.Append(quote).ToString();
     }
 
-    /// <summary>Python's <c>json.dumps(value, ensure_ascii=False, indent=indent)</c>, as transformers' <c>tojson</c> filter.</summary>
-    public static string ToJson(object? value, int? indent = null, bool sortKeys = false)
+    /// <summary>The options of transformers' <c>tojson</c> filter, which are <c>json.dumps</c>'s.</summary>
+    public sealed record JsonOptions(bool EnsureAscii = false, string? Indent = null, string? ItemSeparator = null, string KeySeparator = ": ",
+        bool SortKeys = false);
+
+    /// <summary>Python's <c>json.dumps</c>, as transformers' <c>tojson</c> filter calls it (ensure_ascii off by default).</summary>
+    public static string ToJson(object? value, JsonOptions? options = null)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, value, indent, sortKeys, 0);
+        WriteJson(sb, value, options ?? new JsonOptions(), 0);
         return sb.ToString();
     }
 
-    private static void WriteJson(StringBuilder sb, object? value, int? indent, bool sortKeys, int depth)
+    private static void WriteJson(StringBuilder sb, object? value, JsonOptions o, int depth)
     {
+        JinjaLimits.CheckValueDepth(depth);
         switch (value)
         {
-            case null or JinjaUndefined: sb.Append("null"); break;
+            case null: sb.Append("null"); break;
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : FloatRepr(d)); break;
-            case string s: JsonString(sb, s); break;
+            case string s: JsonString(sb, s, o.EnsureAscii); break;
             case List<object?> list:
-                WriteItems(sb, '[', ']', list.Count, indent, depth, i => WriteJson(sb, list[i], indent, sortKeys, depth + 1));
+                WriteItems(sb, '[', ']', list.Count, o, depth, i => WriteJson(sb, list[i], o, depth + 1));
                 break;
-            case OrderedDictionary<string, object?> dict:
+            case JinjaDict dict:
             {
-                var pairs = sortKeys ? dict.OrderBy(p => p.Key, StringComparer.Ordinal).ToList() : dict.ToList();
-                WriteItems(sb, '{', '}', pairs.Count, indent, depth, i =>
+                var pairs = dict.Select(p => (Key: JsonKey(JinjaDict.Unkey(p.Key)), p.Value)).ToList();
+                if (o.SortKeys) pairs = [.. pairs.OrderBy(p => p.Key, StringComparer.Ordinal)];
+                WriteItems(sb, '{', '}', pairs.Count, o, depth, i =>
                 {
-                    JsonString(sb, pairs[i].Key);
-                    sb.Append(": ");
-                    WriteJson(sb, pairs[i].Value, indent, sortKeys, depth + 1);
+                    JsonString(sb, pairs[i].Key, o.EnsureAscii);
+                    sb.Append(o.KeySeparator);
+                    WriteJson(sb, pairs[i].Value, o, depth + 1);
                 });
                 break;
             }
-            case JinjaNamespace ns: WriteJson(sb, ns.Values, indent, sortKeys, depth); break;
-            default: throw new ChatTemplateException($"tojson cannot write a {value.GetType().Name}.");
+            default: throw new ChatTemplateException($"tojson: Object of type {TypeName(value)} is not JSON serializable.");
         }
     }
 
-    private static void WriteItems(StringBuilder sb, char open, char close, int count, int? indent, int depth, Action<int> item)
+    /// <summary>json.dumps turns int, float, bool and None keys into strings; other keys are an error.</summary>
+    private static string JsonKey(object? key) => key switch
+    {
+        string s => s,
+        null => "null",
+        bool b => b ? "true" : "false",
+        long or double => Repr(key),
+        _ => throw new ChatTemplateException($"tojson: keys must be str, int, float, bool or None, not {TypeName(key)}."),
+    };
+
+    private static void WriteItems(StringBuilder sb, char open, char close, int count, JsonOptions o, int depth, Action<int> item)
     {
         sb.Append(open);
         if (count == 0) { sb.Append(close); return; }
+        string separator = o.ItemSeparator ?? (o.Indent is null ? ", " : ",");
         for (int i = 0; i < count; i++)
         {
-            if (indent is { } n) sb.Append(i == 0 ? "" : ",").Append('\n').Append(' ', n * (depth + 1));
-            else if (i > 0) sb.Append(", ");
+            if (i > 0) sb.Append(separator);
+            JinjaLimits.CheckString(sb.Length, 0);
+            if (o.Indent is { } pad) sb.Append('\n').Insert(sb.Length, pad, depth + 1);
             item(i);
         }
-        if (indent is { } m) sb.Append('\n').Append(' ', m * depth);
+        if (o.Indent is { } last) sb.Append('\n').Insert(sb.Length, last, depth);
         sb.Append(close);
     }
 
-    private static void JsonString(StringBuilder sb, string s)
+    private static void JsonString(StringBuilder sb, string s, bool ensureAscii)
     {
         sb.Append('"');
         foreach (char c in s)
@@ -168,7 +254,7 @@ internal static class JinjaValues
                 case '\b': sb.Append("\\b"); break;
                 case '\f': sb.Append("\\f"); break;
                 default:
-                    if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    if (c < 0x20 || ensureAscii && c > 0x7e) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else sb.Append(c);
                     break;
             }
@@ -176,8 +262,11 @@ internal static class JinjaValues
         sb.Append('"');
     }
 
-    public static bool PyEquals(object? a, object? b) => (a, b) switch
+    public static bool PyEquals(object? a, object? b) => PyEquals(a, b, 0);
+
+    private static bool PyEquals(object? a, object? b, int depth) => (a, b) switch
     {
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a value's nesting"),
         (JinjaUndefined, JinjaUndefined) => true,
         (JinjaUndefined, _) or (_, JinjaUndefined) => false,
         (null, null) => true,
@@ -185,9 +274,9 @@ internal static class JinjaValues
         (string x, string y) => string.Equals(x, y, StringComparison.Ordinal),
         (bool x, bool y) => x == y,
         (long or double or bool, long or double or bool) => ToDouble(a) == ToDouble(b),
-        (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second)),
-        (OrderedDictionary<string, object?> x, OrderedDictionary<string, object?> y)
-            => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v)),
+        (List<object?> x, List<object?> y) => x is JinjaTuple == y is JinjaTuple && x.Count == y.Count && x.Zip(y).All(p => PyEquals(p.First, p.Second, depth + 1)),
+        (JinjaDict x, JinjaDict y)
+            => x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && PyEquals(p.Value, v, depth + 1)),
         _ => ReferenceEquals(a, b),
     };
 
@@ -208,8 +297,10 @@ internal static class JinjaValues
         double => "float",
         string => "str",
         List<object?> => "list",
-        OrderedDictionary<string, object?> => "dict",
+        JinjaDict => "dict",
         JinjaNamespace => "namespace",
+        JinjaMarkup => "str",
+        JinjaIterator it => it.Kind,
         _ => "object",
     };
 
@@ -218,38 +309,57 @@ internal static class JinjaValues
     {
         JinjaUndefined => [],
         List<object?> list => [.. list],
-        OrderedDictionary<string, object?> dict => [.. dict.Keys],
-        string s => [.. CodePoints(s)],
+        JinjaDict dict => [.. dict.Keys.Select(JinjaDict.Unkey)],
+        string s => CodePoints(s),
+        JinjaMarkup m => CodePoints(m.Text),
+        JinjaIterator it => it.Take(),
         _ => throw new ChatTemplateException($"{TypeName(value)} is not iterable."),
     };
 
     /// <summary>A string's characters as Python counts them: code points, so an emoji is one, not two UTF-16 halves.</summary>
-    public static List<object?> CodePoints(string s) => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+    public static List<object?> CodePoints(string s)
+    {
+        JinjaLimits.CheckItems(CodePointCount(s), 0);
+        return s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList();
+    }
+
+    /// <summary>Python's <c>len()</c> of a string, without making its characters.</summary>
+    public static int CodePointCount(string s)
+    {
+        int n = 0;
+        foreach (var _ in s.EnumerateRunes()) n++;
+        return n;
+    }
+
+    /// <summary>A string's code points as runes: four bytes each, for indexing and slicing without a list of strings.</summary>
+    public static System.Text.Rune[] Runes(string s) => [.. s.EnumerateRunes()];
 
     /// <summary>JSON as template values: objects in their order, lists, strings, integers, floats, booleans, null.</summary>
-    public static object? FromJson(System.Text.Json.JsonElement e) => e.ValueKind switch
+    public static object? FromJson(System.Text.Json.JsonElement e, int depth = 0) => e.ValueKind switch
     {
-        System.Text.Json.JsonValueKind.Object => new OrderedDictionary<string, object?>(e.EnumerateObject().Select(p => KeyValuePair.Create(p.Name, FromJson(p.Value)))),
-        System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a variable's nesting"),
+        System.Text.Json.JsonValueKind.Object => new JinjaDict(e.EnumerateObject().Select(p => KeyValuePair.Create((object)p.Name, FromJson(p.Value, depth + 1)))),
+        System.Text.Json.JsonValueKind.Array => e.EnumerateArray().Select(x => FromJson(x, depth + 1)).ToList(),
         System.Text.Json.JsonValueKind.String => e.GetString(),
-        System.Text.Json.JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
+        System.Text.Json.JsonValueKind.Number => e.TryGetInt64(out long l) ? (object)l : e.GetDouble(), // boxed apart: a ?: of long and double is a double
         System.Text.Json.JsonValueKind.True => true,
         System.Text.Json.JsonValueKind.False => false,
         _ => null,
     };
 
     /// <summary>Converts a .NET value (from the caller's variables) to the template's: lists, ordered dicts, longs and doubles.</summary>
-    public static object? FromClr(object? value) => value switch
+    public static object? FromClr(object? value, int depth = 0) => value switch
     {
+        _ when depth > JinjaLimits.MaxValueDepth => throw JinjaLimits.Exceeded(nameof(JinjaLimits.MaxValueDepth), depth, "a variable's nesting"),
         null or string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable => value,
-        System.Text.Json.JsonElement json => FromJson(json),
+        System.Text.Json.JsonElement json => FromJson(json, depth),
         int i => (long)i,
         float f => (double)f,
         decimal m => (double)m,
-        OrderedDictionary<string, object?> dict => new OrderedDictionary<string, object?>(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
-        System.Collections.IDictionary dict => new OrderedDictionary<string, object?>(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(k.ToString()!, FromClr(dict[k])))),
-        IEnumerable<KeyValuePair<string, object?>> pairs => new OrderedDictionary<string, object?>(pairs.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value)))),
-        System.Collections.IEnumerable items => items.Cast<object?>().Select(FromClr).ToList(),
+        JinjaDict dict => new JinjaDict(dict.Select(p => KeyValuePair.Create(p.Key, FromClr(p.Value, depth + 1)))),
+        System.Collections.IDictionary dict => new JinjaDict(dict.Keys.Cast<object>().Select(k => KeyValuePair.Create(JinjaDict.Key(FromClr(k, depth + 1)), FromClr(dict[k], depth + 1)))),
+        IEnumerable<KeyValuePair<string, object?>> pairs => new JinjaDict(pairs.Select(p => KeyValuePair.Create((object)p.Key, FromClr(p.Value, depth + 1)))),
+        System.Collections.IEnumerable items => items.Cast<object?>().Select(x => FromClr(x, depth + 1)).ToList(),
         _ => value.ToString(),
     };
 }
