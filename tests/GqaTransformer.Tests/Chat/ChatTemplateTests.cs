@@ -61,7 +61,7 @@ public class ChatTemplateTests
     {
         if (!file.StartsWith("tokenizers/", StringComparison.Ordinal)) return File.ReadAllText(Path.Combine(Directory, file));
         string config = Path.Combine(Fixtures.Root, file, "tokenizer_config.json");
-        Skip.IfNot(File.Exists(config), $"run tools/fetch_tokenizer_fixtures.sh for {file}");
+        Skip.IfNot(File.Exists(config), $"{file} was not fetched: the test build fetches it when npm is on the PATH (tools/fetch_tokenizer_fixtures.sh)");
         using var doc = JsonDocument.Parse(File.ReadAllText(config));
         return doc.RootElement.GetProperty("chat_template").GetString()!;
     }
