@@ -53,13 +53,13 @@ public class ChatTemplateRealTests
     public void Renders_as_transformers_does_for_templates_we_may_not_ship()
     {
         // Templates whose licences keep them out of the repository and that no npm package carries: their expected renders
-        // are kept; put the files the manifest names (from the repository its "fetch" names) into chat-templates/fetched/.
+        // are kept; put the files the manifest names (from the repository its "source" names) into chat-templates/fetched/.
         var absent = Templates.Where(e => !Obtainable(e)).ToList();
         absent.Should().NotBeEmpty();
         foreach (var entry in absent)
-            entry.TryGetProperty("fetch", out _).Should().BeTrue($"{entry.GetProperty("id").GetString()} is neither committed in real/ nor marked fetchable in manifest.json");
+            entry.TryGetProperty("source", out _).Should().BeTrue($"{entry.GetProperty("id").GetString()} is neither committed in real/, nor on npm, nor given a source in manifest.json");
         var present = absent.Where(e => PathOf(e) is not null).ToList();
-        Skip.If(present.Count == 0, $"none of the {absent.Count} templates that may not be shipped is in chat-templates/fetched/ (manifest.json names where each was read)");
+        Skip.If(present.Count == 0, $"none of the {absent.Count} templates that may not be shipped is in chat-templates/fetched/ (manifest.json's source field says where each was read)");
         foreach (var entry in present) CompareEveryCase(entry.GetProperty("id").GetString()!, PathOf(entry)!);
     }
 
