@@ -24,11 +24,11 @@ internal static class PretrainedCheckpoint
         if (deviceMap is not null && deviceMap.Layers.Count != config.NumHiddenLayers)
             throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but '{directory}' has {config.NumHiddenLayers}.", nameof(deviceMap));
 
-        var files = OpenWeightFiles(directory);
+        var (files, weightMap) = OpenWeightFiles(directory);
         DecoderModel? model = null;
         try
         {
-            var sources = IndexTensors(directory, files);
+            var sources = IndexTensors(directory, files, weightMap);
             // Before a single module exists: a config can ask for no more than the files hold (issue 28).
             CheckAgainstConfig(directory, config, sources);
             // built in the target dtype and on the target device: a bf16 7B model never exists in fp32, nor on the host
@@ -108,13 +108,18 @@ internal static class PretrainedCheckpoint
     /// The weight files of a checkpoint directory: the shards its index lists, or model.safetensors; each checked to
     /// exist, with a hint for pytorch_model.bin.
     /// </summary>
-    public static List<string> WeightFileNames(string directory)
+    public static List<string> WeightFileNames(string directory) => WeightFiles(directory).Names;
+
+    /// <summary>As <see cref="WeightFileNames"/>, with the index's weight map when there is an index (read once).</summary>
+    private static (List<string> Names, Dictionary<string, string>? Map) WeightFiles(string directory)
     {
         string indexPath = Path.Combine(directory, IndexFile);
         var names = new List<string>();
+        Dictionary<string, string>? map = null;
         if (File.Exists(indexPath))
         {
-            names.AddRange(ReadWeightMap(indexPath).Values.Distinct());
+            map = ReadWeightMap(indexPath);
+            names.AddRange(map.Values.Distinct());
             foreach (var name in names)
                 if (!File.Exists(Path.Combine(directory, name)))
                     throw new FileNotFoundException($"Shard '{name}' listed in '{indexPath}' does not exist.", Path.Combine(directory, name));
@@ -130,14 +135,15 @@ internal static class PretrainedCheckpoint
                 : "";
             throw new FileNotFoundException($"'{directory}' holds neither {SingleFile} nor {IndexFile}.{hint}", Path.Combine(directory, SingleFile));
         }
-        return names;
+        return (names, map);
     }
 
     /// <summary>The index's weight_map: tensor name to shard file name (a plain name in the same directory).</summary>
     internal static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
-        if (new FileInfo(indexPath).Length > SafetensorsFile.MaxHeaderBytes)   // it lists no more than the shards' headers do
-            throw new InvalidDataException($"'{indexPath}' is {new FileInfo(indexPath).Length} bytes long; an index is at most {SafetensorsFile.MaxHeaderBytes}.");
+        long length = new FileInfo(indexPath).Length;
+        if (length > SafetensorsFile.MaxHeaderBytes)   // it lists no more than the shards' headers do
+            throw new InvalidDataException($"'{indexPath}' is {length} bytes long; an index is at most {SafetensorsFile.MaxHeaderBytes}.");
         JsonDocument document;
         try
         {
@@ -173,9 +179,9 @@ internal static class PretrainedCheckpoint
         }
     }
 
-    private static List<SafetensorsFile> OpenWeightFiles(string directory)
+    private static (List<SafetensorsFile> Files, Dictionary<string, string>? Map) OpenWeightFiles(string directory)
     {
-        var names = WeightFileNames(directory);
+        var (names, map) = WeightFiles(directory);
         var files = new List<SafetensorsFile>();
         try
         {
@@ -186,21 +192,21 @@ internal static class PretrainedCheckpoint
             foreach (var file in files) file.Dispose();
             throw;
         }
-        return files;
+        return (files, map);
     }
 
-    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(string directory, List<SafetensorsFile> files)
+    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(string directory, List<SafetensorsFile> files,
+        Dictionary<string, string>? map)
     {
         var sources = new Dictionary<string, (SafetensorsFile, SafetensorsEntry)>(StringComparer.Ordinal);
         foreach (var file in files)
             foreach (var (name, entry) in file.Entries)
                 if (!sources.TryAdd(name, (file, entry)))
                     throw new InvalidDataException($"Tensor '{name}' appears in both '{sources[name].Item1.Path}' and '{file.Path}'.");
-        string indexPath = Path.Combine(directory, IndexFile);
-        if (File.Exists(indexPath))
+        if (map is not null)
         {
             // the index and the shards must agree on where each tensor is, as transformers reads by the index
-            var map = ReadWeightMap(indexPath);
+            string indexPath = Path.Combine(directory, IndexFile);
             foreach (var (name, (file, _)) in sources)
                 if (!map.TryGetValue(name, out var shard) || shard != Path.GetFileName(file.Path))
                     throw new InvalidDataException(
