@@ -165,7 +165,7 @@ internal static partial class JinjaBuiltins
             },
             JinjaDict dict => name switch
             {
-                "items" => Bind((_, _) => dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()),
+                "items" => Bind((_, _) => dict.Items()),
                 "keys" => Bind((_, _) => dict.Keys.Select(JinjaDict.Unkey).ToList()),
                 "values" => Bind((_, _) => dict.Values.ToList()),
                 "get" => Bind((a, _) => a.Count > 0 && dict.TryGetValue(JinjaDict.Key(a[0]), out var v) ? v : a.Count > 1 ? a[1] : null),
@@ -309,7 +309,7 @@ internal static partial class JinjaBuiltins
             "abs" => value is long l ? (object)Math.Abs(l) : Math.Abs(ToDouble(value)),
             "round" => Math.Round(ToDouble(value), (int)Int(Arg(0, "precision", 0L)), MidpointRounding.ToEven), // as Python rounds
             "list" => Iterate(value),
-            "items" => value is JinjaDict dict ? dict.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)).ToList()
+            "items" => value is JinjaDict dict ? dict.Items()
                 : value is JinjaUndefined ? [] : throw new ChatTemplateException($"line {line}: items needs a dict, got {TypeName(value)}."),
             "reverse" => value is string s ? string.Concat(Enumerable.Reverse(Runes(s)))
                 : value is List<object?> items ? new JinjaIterator(Enumerable.Reverse(items).ToList(), "list_reverseiterator")
@@ -334,7 +334,7 @@ internal static partial class JinjaBuiltins
             }).ToList(), "generator"),
             "indent" => Indent(ToStr(value), Arg(0, "width", 4L), Truthy(Arg(1, "first", false)), Truthy(Arg(2, "blank", false))),
             "dictsort" => value is JinjaDict d
-                ? Sorted(d.Select(p => (object?)JinjaTuple.Pair(JinjaDict.Unkey(p.Key), p.Value)), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
+                ? Sorted(d.Items(), p => SortKey(((List<object?>)p!)[0], caseSensitive: false), false, line)
                 : throw new ChatTemplateException($"line {line}: dictsort needs a dict."),
             "wordcount" => (long)ToStr(value).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Length,
             _ => throw new ChatTemplateException($"line {line}: no filter named '{name}'."),

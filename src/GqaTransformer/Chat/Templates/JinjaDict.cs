@@ -18,6 +18,9 @@ internal sealed class JinjaDict : OrderedDictionary<object, object?>
 
     public static object? Unkey(object key) => key is NoneKey ? null : key;
 
+    /// <summary>Python's <c>dict.items()</c>: (key, value) tuples in insertion order.</summary>
+    public List<object?> Items() => this.Select(p => (object?)JinjaTuple.Pair(Unkey(p.Key), p.Value)).ToList();
+
     internal sealed class NoneKey
     {
         public static readonly NoneKey Instance = new();
