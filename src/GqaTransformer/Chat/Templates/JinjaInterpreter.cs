@@ -78,9 +78,7 @@ internal sealed class JinjaInterpreter
                     break;
                 case FilterBlockNode block:
                 {
-                    var captured = new StringBuilder();
-                    Render(block.Body, scope, captured);
-                    object? value = captured.ToString();
+                    object? value = Capture(block.Body, scope);
                     foreach (var (name, args, kwargs) in block.Filters)
                         value = JinjaBuiltins.Filter(name, value, args.Select(a => Eval(a, scope)).ToList(), kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope)), block.Line);
                     output.Append(ToStr(value));
@@ -126,9 +124,7 @@ internal sealed class JinjaInterpreter
         object? value;
         if (set.Body is not null)
         {
-            var captured = new StringBuilder();
-            Render(set.Body, scope, captured);
-            value = captured.ToString();
+            value = Capture(set.Body, scope);
         }
         else value = Account(EvalKeepingMarkup(set.Value!, scope), set.Line);
         if (set.Attribute is not null)
@@ -158,10 +154,9 @@ internal sealed class JinjaInterpreter
         BindParameters(scope, macro.Parameters, args, kwargs);
         if (macro.TakesVarargs) scope.Vars["varargs"] = args.Skip(macro.Parameters.Count).ToList();
         if (macro.TakesKwargs) scope.Vars["kwargs"] = new JinjaDict(extra.Select(k => KeyValuePair.Create((object)k, kwargs[k])));
-        var output = new StringBuilder();
-        Render(macro.Body, scope, output);
+        string text = Capture(macro.Body, scope);
         _depth--;
-        return output.ToString();
+        return text;
     });
 
     /// <summary>Calls the block's macro with <c>caller</c>: a macro of the block's parameters that renders its body where the block stands.</summary>
@@ -172,15 +167,22 @@ internal sealed class JinjaInterpreter
             Enter(block.Line);
             var inner = new Scope(scope);
             BindParameters(inner, block.CallerParameters, args, kwargs);
-            var output = new StringBuilder();
-            Render(block.Body, inner, output);
+            string text = Capture(block.Body, inner);
             _depth--;
-            return output.ToString();
+            return text;
         });
         if (Eval(block.Call.Target, scope) is not JinjaCallable macro) throw new ChatTemplateException($"line {block.Line}: 'call' needs a macro.");
         var kwargs = block.Call.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope));
         kwargs["caller"] = caller;
         return macro.Invoke(block.Call.Args.Select(a => Eval(a, scope)).ToList(), kwargs);
+    }
+
+    /// <summary>What <paramref name="body"/> renders in <paramref name="scope"/>, as text (a macro's, a caller's, a set or filter block's).</summary>
+    private string Capture(IReadOnlyList<JinjaNode> body, Scope scope)
+    {
+        var output = new StringBuilder();
+        Render(body, scope, output);
+        return output.ToString();
     }
 
     private void BindParameters(Scope scope, IReadOnlyList<(string Name, JinjaExpr? Default)> parameters, List<object?> args, Dictionary<string, object?> kwargs)
