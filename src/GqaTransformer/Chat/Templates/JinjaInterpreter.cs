@@ -121,12 +121,7 @@ internal sealed class JinjaInterpreter
 
     private void Assign(SetNode set, Scope scope)
     {
-        object? value;
-        if (set.Body is not null)
-        {
-            value = Capture(set.Body, scope);
-        }
-        else value = Account(EvalKeepingMarkup(set.Value!, scope), set.Line);
+        object? value = set.Body is not null ? Capture(set.Body, scope) : Account(EvalKeepingMarkup(set.Value!, scope), set.Line);
         if (set.Attribute is not null)
         {
             if (!scope.TryGet(set.Targets[0], out var target) || target is not JinjaNamespace ns)
