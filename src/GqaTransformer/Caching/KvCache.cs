@@ -7,10 +7,11 @@ namespace GqaTransformer;
 /// The key/value cache of a decoder, explicit and passed into every forward. For each layer it preallocates K and V
 /// of shape [batch, numKvHeads, capacity, headDim]: its size follows the number of key/value heads, never the
 /// number of query heads, so a GQA model with 8 KV heads for 32 query heads needs a quarter of an MHA cache.
-/// Tokens are written in place at <see cref="Length"/>; the cache never grows or reallocates.
-/// For a sliding-window model (Mistral's <c>sliding_window</c>) whose capacity exceeds the window, the cache holds
-/// only the last <c>window</c> tokens, as a ring buffer: memory stops growing at the window while generation goes on
-/// up to <see cref="Capacity"/> tokens.
+/// Tokens are written in place at their position; the cache never grows or reallocates. It is made of one part per
+/// layer, sized by that layer (ADR 0021): a full-attention layer keeps every token, a sliding layer whose window is
+/// shorter than the capacity keeps only its last <c>window</c> tokens, as a ring buffer, so its memory stops growing at
+/// the window while generation goes on up to <see cref="Capacity"/> tokens (Gemma 3's five local layers of six cost
+/// nothing more past their window; Mistral v0.1's every layer).
 /// </summary>
 /// <remarks>
 /// The cache owns its tensors (they live outside any caller's dispose scope) until <see cref="Dispose"/>.
@@ -18,10 +19,8 @@ namespace GqaTransformer;
 /// </remarks>
 public sealed class KvCache : IDisposable
 {
-    private readonly Tensor[] _keys;   // per layer [B, Hkv, Slots, D]
-    private readonly Tensor[] _values; // per layer [B, Hkv, Slots, D]
-    private readonly Device[] _layerDevices; // each layer's keys and values sit with that layer
-    private readonly long[] _slotPositions; // absolute position held by each slot, -1 when empty (same for every layer)
+    private readonly KvCacheLayer?[] _layers;  // per layer: K and V [B, Hkv, slots, D], dense or a ring over the window
+    private readonly Device[] _layerDevices;  // each layer's keys and values sit with that layer
     private bool _disposed;
 
     /// <summary>Allocates a cache for <paramref name="config"/>.</summary>
@@ -64,17 +63,16 @@ public sealed class KvCache : IDisposable
             throw new ArgumentException($"The device map places {deviceMap.Layers.Count} layers, but the config has {config.NumHiddenLayers}.", nameof(deviceMap));
         _layerDevices = deviceMap?.Layers.ToArray() ?? Enumerable.Repeat(device ?? DefaultDevice(), config.NumHiddenLayers).ToArray();
         Device = _layerDevices[0];
-        Slots = SlotsFor(config, capacity);
-        _slotPositions = Enumerable.Repeat(-1L, Slots).ToArray();
-        _keys = new Tensor[config.NumHiddenLayers];
-        _values = new Tensor[config.NumHiddenLayers];
+        _layers = new KvCacheLayer?[config.NumHiddenLayers];
         try
         {
             using var scope = NewDisposeScope(); // our own, so no scope another thread disposes ever holds the buffers, even briefly
             for (int layer = 0; layer < config.NumHiddenLayers; layer++)
             {
-                _keys[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
-                _values[layer] = zeros([batchSize, config.NumKeyValueHeads, Slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
+                long slots = SlotsFor(config, layer, capacity);
+                var keys = zeros([batchSize, config.NumKeyValueHeads, slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
+                var values = zeros([batchSize, config.NumKeyValueHeads, slots, config.HeadDim], dtype, _layerDevices[layer]).DetachFromDisposeScope();
+                _layers[layer] = slots < capacity ? new RingKvLayer(keys, values) : new DenseKvLayer(keys, values);
             }
         }
         catch
@@ -98,13 +96,16 @@ public sealed class KvCache : IDisposable
     public int Capacity { get; }
 
     /// <summary>
-    /// Token slots allocated per sequence: <see cref="Capacity"/>, or the sliding window when the model has one that is
-    /// smaller (then the slots form a ring buffer).
+    /// Token slots allocated per sequence for <paramref name="layer"/>: <see cref="Capacity"/>, or the layer's sliding
+    /// window where it is smaller (then the slots form a ring buffer).
     /// </summary>
-    public int Slots { get; }
+    public int SlotsOf(int layer) => (int)Part(layer).Slots;
 
-    /// <summary>Whether the cache is a ring buffer over the model's sliding window.</summary>
-    public bool IsRingBuffer => Slots < Capacity;
+    /// <summary>The slots of the smallest ring-buffer layer, or <see cref="long.MaxValue"/> when no layer is a ring.</summary>
+    internal long SmallestRing => _layers.Where(l => l!.IsRing).Select(l => l!.Slots).DefaultIfEmpty(long.MaxValue).Min();
+
+    /// <summary>Whether some layer keeps only its sliding window, as a ring buffer.</summary>
+    public bool IsRingBuffer => _layers.Any(l => l!.IsRing);
 
     /// <summary>Tokens written and committed so far (the same for every sequence of the batch).</summary>
     public int Length { get; private set; }
@@ -116,8 +117,8 @@ public sealed class KvCache : IDisposable
     public Device Device { get; }
 
     /// <summary>
-    /// Bytes held: exactly 2 · layers · batch · kvHeads · slots · headDim · element size, where slots is the capacity
-    /// (or the sliding window, if the model has a smaller one).
+    /// Bytes held: exactly 2 · batch · kvHeads · headDim · element size · Σ over layers of its slots (the capacity, or
+    /// the layer's sliding window where that is smaller).
     /// </summary>
     public long SizeInBytes => EstimateBytes(Config, BatchSize, Capacity, Dtype);
 
@@ -127,66 +128,89 @@ public sealed class KvCache : IDisposable
         get
         {
             ThrowIfDisposed();
-            for (int layer = 0; layer < _keys.Length; layer++)
+            foreach (var part in _layers)
             {
-                yield return _keys[layer];
-                yield return _values[layer];
+                yield return part!.Keys;
+                yield return part.Values;
             }
         }
     }
 
     /// <summary>
-    /// Bytes a cache for <paramref name="tokens"/> tokens would take:
-    /// 2 (K and V) · layers · batch · kvHeads · tokens · headDim · element size, with tokens capped at the sliding
-    /// window for models that have one. Nothing is allocated.
+    /// Bytes a cache for <paramref name="tokens"/> tokens would take: 2 (K and V) · batch · kvHeads · headDim · element
+    /// size · Σ over layers of the tokens each keeps (all of them, or at most its sliding window). Nothing is allocated.
     /// </summary>
     public static long EstimateBytes(DecoderConfig config, int batchSize, long tokens, ScalarType dtype)
     {
         ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
         if (tokens < 0) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "tokens must not be negative.");
-        long slots = config.SlidingWindow is { } window ? Math.Min(tokens, window) : tokens;
-        return 2L * config.NumHiddenLayers * batchSize * config.NumKeyValueHeads * slots * config.HeadDim * dtype.ElementSize();
+        long held = 0;
+        foreach (var (window, layers) in WindowCounts(config))
+            held = checked(held + layers * (window is { } w ? Math.Min(tokens, w) : tokens));
+        return checked(2L * batchSize * config.NumKeyValueHeads * config.HeadDim * dtype.ElementSize() * held);
     }
 
     /// <summary>
     /// The most tokens per sequence whose cache fits in <paramref name="budgetBytes"/>, or <see cref="long.MaxValue"/>
-    /// when the model's sliding window caps the cache below the budget (it never grows past the window).
+    /// when every layer slides and the windows fit (the cache then never grows past them).
     /// </summary>
     public static long MaxTokensForBudget(DecoderConfig config, int batchSize, long budgetBytes, ScalarType dtype)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (budgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(budgetBytes), budgetBytes, "budgetBytes must not be negative.");
-        long perToken = EstimateBytes(config, batchSize, 1, dtype);
-        long tokens = budgetBytes / perToken;
-        return config.SlidingWindow is { } window && tokens >= window ? long.MaxValue : tokens;
+        var counts = WindowCounts(config);
+        long largestWindow = counts.Max(c => c.Window ?? 0);
+        if (counts.All(c => c.Window is not null) && EstimateBytes(config, batchSize, largestWindow, dtype) <= budgetBytes)
+            return long.MaxValue;
+        long low = 0, high = budgetBytes / EstimateBytes(config, batchSize, 1, dtype) + 1;  // bytes(t) is monotone in t
+        while (low < high)
+        {
+            long mid = low + (high - low + 1) / 2;
+            if (EstimateBytes(config, batchSize, mid, dtype) <= budgetBytes) low = mid; else high = mid - 1;
+        }
+        return low;
     }
 
-    private static int SlotsFor(DecoderConfig config, int capacity)
-        => config.SlidingWindow is { } window && window < capacity ? window : capacity;
+    /// <summary>How many layers have each window (null: full attention); a few entries even for many layers.</summary>
+    private static List<(int? Window, long Layers)> WindowCounts(DecoderConfig config)
+    {
+        if (config.LayerTypes is null && config.NumHiddenLayers > 4096)   // a hostile layer count: count by the family's period
+            throw new ArgumentException($"num_hidden_layers ({config.NumHiddenLayers}) is more than the cache estimate counts (4096).", nameof(config));
+        return [.. Enumerable.Range(0, config.NumHiddenLayers).GroupBy(config.WindowOf).Select(g => (g.Key, (long)g.Count()))];
+    }
+
+    private static long SlotsFor(DecoderConfig config, int layer, int capacity)
+        => config.WindowOf(layer) is { } window && window < capacity ? window : capacity;
+
+    private KvCacheLayer Part(int layer)
+    {
+        ThrowIfDisposed();
+        if (layer < 0 || layer >= _layers.Length)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_layers.Length}).");
+        return _layers[layer]!;
+    }
 
     /// <summary>
     /// The committed keys and values of <paramref name="layer"/>: views [B, Hkv, min(Length, Slots), D], not copies.
-    /// In a ring buffer the slots are in ring order; <see cref="SlotPositions"/> says which token each holds.
+    /// In a ring buffer the slots are in ring order; <see cref="SlotPositionsOf"/> says which token each holds.
     /// </summary>
     public (Tensor Keys, Tensor Values) Layer(int layer)
     {
-        ThrowIfDisposed();
-        if (layer < 0 || layer >= _keys.Length)
-            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
-        int filled = Math.Min(Length, Slots);
-        return (_keys[layer].narrow(2, 0, filled), _values[layer].narrow(2, 0, filled));
+        var part = Part(layer);
+        long filled = Math.Min(Length, part.Slots);
+        return (part.Keys.narrow(2, 0, filled), part.Values.narrow(2, 0, filled));
     }
 
-    /// <summary>The absolute position of the token in each filled slot (0, 1, 2, … unless the cache is a ring).</summary>
-    public IReadOnlyList<long> SlotPositions => _slotPositions.Take(Math.Min(Length, Slots)).ToArray();
+    /// <summary>The absolute position of the token in each filled slot of <paramref name="layer"/> (0, 1, 2, … unless it is a ring).</summary>
+    public IReadOnlyList<long> SlotPositionsOf(int layer) => Part(layer).SlotPositions(Length);
 
     /// <summary>Forgets every token (the memory stays allocated and is reused).</summary>
     public void Reset()
     {
         ThrowIfDisposed();
         Length = 0;
-        Array.Fill(_slotPositions, -1L);
     }
 
     /// <summary>
@@ -203,9 +227,8 @@ public sealed class KvCache : IDisposable
             throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be in [0, {Length}] (the tokens the cache holds).");
         if (length == Length) return;
         if (!CanRewindTo(length))
-            throw new InvalidOperationException($"This sliding-window cache has wrapped ({Length} tokens in {Slots} slots), so it cannot keep only the first {length}; rewind to 0.");
-        if (length == 0) { Reset(); return; }
-        for (int slot = length; slot < Math.Min(Length, Slots); slot++) _slotPositions[slot] = -1;
+            throw new InvalidOperationException(
+                $"A sliding-window layer of this cache has wrapped ({Length} tokens in {_layers.Min(l => l!.Slots)} slots), so it cannot keep only the first {length}; rewind to 0.");
         Length = length;
     }
 
@@ -215,7 +238,7 @@ public sealed class KvCache : IDisposable
     /// where it is. When it cannot, prefill the tokens to keep again after <see cref="Reset"/>.
     /// </summary>
     public bool CanRewindTo(int length)
-        => length >= 0 && length <= Length && (length == Length || length == 0 || !(IsRingBuffer && Length > Slots));
+        => !_disposed && length >= 0 && length <= Length && _layers.All(l => l!.CanKeep(Length, length));
 
     /// <summary>
     /// Commits <paramref name="tokens"/> tokens written by every layer since the last commit. <see cref="DecoderModel"/>
@@ -224,30 +247,14 @@ public sealed class KvCache : IDisposable
     public void Advance(int tokens)
     {
         EnsureRoom(tokens);
-        for (long position = Math.Max(Length, Length + tokens - Slots); position < Length + tokens; position++)
-            _slotPositions[position % Slots] = position;
         Length += tokens;
     }
 
     /// <summary>
-    /// Absolute positions of the keys that <see cref="Write"/> will return for <paramref name="tokens"/> new tokens,
-    /// or null when they are simply 0 .. Length + tokens - 1 in order (no ring buffer).
+    /// Absolute positions of the keys that <see cref="Write"/> will return for <paramref name="layer"/> and
+    /// <paramref name="tokens"/> new tokens, or null when they are simply 0 .. Length + tokens - 1 in order (no ring).
     /// </summary>
-    internal long[]? KeyPositions(long tokens)
-    {
-        if (!IsRingBuffer) return null;
-        int filled = Math.Min(Length, Slots);
-        if (tokens == 1)
-        {
-            var after = _slotPositions.Take(Math.Min(Length + 1, Slots)).ToArray();
-            after[Length % Slots] = Length;
-            return after;
-        }
-        var positions = new long[filled + tokens];
-        Array.Copy(_slotPositions, positions, filled);
-        for (long t = 0; t < tokens; t++) positions[filled + t] = Length + t;
-        return positions;
-    }
+    internal long[]? KeyPositions(int layer, long tokens) => Part(layer).KeyPositions(Length, tokens);
 
     /// <summary>Throws, changing nothing, unless <paramref name="tokens"/> more tokens fit.</summary>
     internal void EnsureRoom(long tokens)
@@ -269,15 +276,18 @@ public sealed class KvCache : IDisposable
                 $"The cache was made for {Config.NumHiddenLayers} layers × {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the model has {config.NumHiddenLayers} × {config.NumKeyValueHeads} × {config.HeadDim}.",
                 "cache");
         for (int layer = 0; layer < layerDevices.Count; layer++)
-            EnsureCompatibleLayer(layer, config.NumKeyValueHeads, config.HeadDim, batchSize, layerDevices[layer]);
+            EnsureCompatibleLayer(layer, config.NumKeyValueHeads, config.HeadDim, batchSize, layerDevices[layer], config.WindowOf(layer));
     }
 
     /// <summary>Throws unless layer <paramref name="layer"/> of this cache fits an attention of the given shape.</summary>
-    internal void EnsureCompatibleLayer(int layer, int kvHeads, int headDim, long batchSize, Device device)
+    internal void EnsureCompatibleLayer(int layer, int kvHeads, int headDim, long batchSize, Device device, int? window = null)
     {
         ThrowIfDisposed();
-        if (layer < 0 || layer >= _keys.Length)
-            throw new ArgumentException($"The attention uses cache layer {layer}, but the cache has {_keys.Length} layers.", "cache");
+        if (layer < 0 || layer >= _layers.Length)
+            throw new ArgumentException($"The attention uses cache layer {layer}, but the cache has {_layers.Length} layers.", "cache");
+        if (window != Config.WindowOf(layer))
+            throw new ArgumentException(
+                $"Cache layer {layer} was made for window {Config.WindowOf(layer)?.ToString() ?? "none"}, but the attention slides over {window?.ToString() ?? "none"}.", "cache");
         if (kvHeads != Config.NumKeyValueHeads || headDim != Config.HeadDim)
             throw new ArgumentException(
                 $"The cache holds {Config.NumKeyValueHeads} KV heads × head_dim {Config.HeadDim}, but the attention has {kvHeads} × {headDim}.", "cache");
@@ -291,62 +301,26 @@ public sealed class KvCache : IDisposable
 
     /// <summary>
     /// Writes keys and values [B, Hkv, T, D] of one layer at positions [Length, Length + T) and returns views of
-    /// everything that layer now holds, [B, Hkv, Length + T, D]. <see cref="Length"/> does not move until
-    /// <see cref="Advance"/>.
+    /// everything that layer now holds, [B, Hkv, S, D]. <see cref="Length"/> does not move until <see cref="Advance"/>.
     /// </summary>
     internal (Tensor Keys, Tensor Values) Write(int layer, Tensor keys, Tensor values)
     {
-        ThrowIfDisposed();
-        if (layer < 0 || layer >= _keys.Length)
-            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {_keys.Length}).");
-        var stored = _keys[layer];
+        var part = Part(layer);
+        var stored = part.Keys;
         if (keys.dim() != 4 || keys.size(0) != stored.size(0) || keys.size(1) != stored.size(1) || keys.size(3) != stored.size(3)
             || !Guard.SameShape(keys, values))
             throw new ArgumentException(
                 $"keys and values must be [{stored.size(0)}, {stored.size(1)}, T, {stored.size(3)}], but are {Guard.Shape(keys)} and {Guard.Shape(values)}.",
                 nameof(keys));
         EnsureRoom(keys.size(2));
-        long tokens = keys.size(2);
         (keys, values) = (keys.to(Dtype), values.to(Dtype));                         // the cache's dtype may differ from the model's
-        if (_deviceSlot is not null && tokens == 1)
+        if (_deviceSlot is not null && keys.size(2) == 1)
         {
-            _keys[layer].index_copy_(2, _deviceSlot, keys);
-            _values[layer].index_copy_(2, _deviceSlot, values);
-            return (_keys[layer], _values[layer]);                                  // [B, Hkv, Capacity, D]: the caller masks
+            part.Keys.index_copy_(2, _deviceSlot, keys);
+            part.Values.index_copy_(2, _deviceSlot, values);
+            return (part.Keys, part.Values);                                        // [B, Hkv, Capacity, D]: the caller masks
         }
-        if (!IsRingBuffer)
-        {
-            _keys[layer].narrow(2, Length, tokens).copy_(keys);
-            _values[layer].narrow(2, Length, tokens).copy_(values);
-            return (_keys[layer].narrow(2, 0, Length + tokens), _values[layer].narrow(2, 0, Length + tokens));
-        }
-
-        int filled = Math.Min(Length, Slots);
-        if (tokens == 1)
-        {
-            // Decode: overwrite the oldest slot, then attend over the ring in place (its order does not matter:
-            // keys are stored already rotated, and the mask knows each slot's position).
-            long slot = Length % Slots;
-            _keys[layer].narrow(2, slot, 1).copy_(keys);
-            _values[layer].narrow(2, slot, 1).copy_(values);
-            long used = Math.Min(Length + 1, Slots);
-            return (_keys[layer].narrow(2, 0, used), _values[layer].narrow(2, 0, used));
-        }
-
-        // A block of tokens: attend over what the ring holds plus the whole block (a temporary for this forward),
-        // then keep the block's last Slots tokens in the ring.
-        var allKeys = cat([_keys[layer].narrow(2, 0, filled), keys], 2);
-        var allValues = cat([_values[layer].narrow(2, 0, filled), values], 2);
-        long keep = Math.Min(tokens, Slots);
-        for (long t = tokens - keep; t < tokens;)
-        {
-            long slot = (Length + t) % Slots;
-            long run = Math.Min(tokens - t, Slots - slot); // contiguous up to the end of the ring
-            _keys[layer].narrow(2, slot, run).copy_(keys.narrow(2, t, run));
-            _values[layer].narrow(2, slot, run).copy_(values.narrow(2, t, run));
-            t += run;
-        }
-        return (allKeys, allValues);
+        return part.Write(Length, keys, values);
     }
 
     /// <summary>
@@ -358,7 +332,7 @@ public sealed class KvCache : IDisposable
     internal IDisposable WritingAtDeviceSlot(Tensor slot)
     {
         ThrowIfDisposed();
-        if (IsRingBuffer) throw new InvalidOperationException("A ring-buffer cache cannot be written at a device-held slot.");
+        if (IsRingBuffer) throw new InvalidOperationException("A cache with a ring-buffer layer cannot be written at a device-held slot.");
         _deviceSlot = slot;
         return new SlotScope(this);
     }
@@ -372,8 +346,7 @@ public sealed class KvCache : IDisposable
 
     private void DisposeTensors()
     {
-        foreach (var t in _keys) t?.Dispose();
-        foreach (var t in _values) t?.Dispose();
+        foreach (var part in _layers) part?.Dispose();
     }
 
     /// <summary>Frees the cache's native memory.</summary>

@@ -275,7 +275,7 @@ public sealed class GqaChatClient : IChatClient
         {
             // The cache must hold exactly what _cached says, error or not. In a ring the failed forward's writes may
             // have overwritten tokens still counted (once Length + T passes the window), so that cache starts afresh.
-            if (_cache.IsRingBuffer && _cached.Count + tokens.Count > _cache.Slots)
+            if (_cached.Count + tokens.Count > _cache.SmallestRing)
             {
                 _cache.Reset();
                 _cached.Clear();

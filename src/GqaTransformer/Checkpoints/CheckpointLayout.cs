@@ -1,11 +1,12 @@
 using System.Globalization;
+using static TorchSharp.torch;
 
 namespace GqaTransformer;
 
 /// <summary>
 /// The tensors a checkpoint must hold for a config, by name and shape, named as <see cref="DecoderModel"/>'s state
-/// dict names them (HF's keys). Worked out from the config alone, so a checkpoint is checked against it before any
-/// module is built. Two small tables (the tensors outside the layers, and those of one layer) stand for the whole
+/// dict names them (HF's keys). Worked out from the config alone (one layer on the meta device, which holds no data),
+/// so a checkpoint is checked against it before any real module is built. Two small tables (the tensors outside the layers, and those of one layer) stand for the whole
 /// list: names are enumerated lazily and looked up by parsing, so a config that claims 2^30 layers costs nothing.
 /// </summary>
 internal sealed class CheckpointLayout
@@ -29,21 +30,10 @@ internal sealed class CheckpointLayout
             ? [("model.norm.weight", [hidden])]
             : [("model.norm.weight", [hidden]), ("lm_head.weight", [vocab, hidden])];
 
-        // As DecoderLayer, MultiHeadAttention (biases from QkvBias / OutputBias), SwiGluMlp and RmsNorm register them.
-        var layer = new List<(string, long[])> { ("input_layernorm.weight", [hidden]) };
-        foreach (var (projection, rows) in new[] { ("q_proj", q), ("k_proj", kv), ("v_proj", kv) })
-        {
-            layer.Add(($"self_attn.{projection}.weight", [rows, hidden]));
-            if (config.QkvBias) layer.Add(($"self_attn.{projection}.bias", [rows]));
-        }
-        layer.Add(("self_attn.o_proj.weight", [hidden, q]));
-        if (config.OutputBias) layer.Add(("self_attn.o_proj.bias", [hidden]));
-        layer.Add(("post_attention_layernorm.weight", [hidden]));
-        layer.Add(("mlp.gate_proj.weight", [inner, hidden]));
-        layer.Add(("mlp.up_proj.weight", [inner, hidden]));
-        layer.Add(("mlp.down_proj.weight", [hidden, inner]));
-        _layer = [.. layer];
-
+        // Every layer of a family holds the same tensors, so one layer built on the meta device (shapes, no storage)
+        // names them exactly as the modules register them: the family's norms, q/k norms, fused or separate projections.
+        using (var meta = new DecoderLayer(config, 0, "layout", new Device(TorchSharp.DeviceType.META)))
+            _layer = [.. meta.named_parameters().Select(p => (p.name, p.parameter.shape))];
         _outerByName = _before.Concat(_after).ToDictionary(t => t.Name, t => t.Shape, StringComparer.Ordinal);
         _layerBySuffix = _layer.ToDictionary(t => t.Suffix, t => t.Shape, StringComparer.Ordinal);
     }

@@ -4,16 +4,18 @@ using System.Text.Json.Serialization;
 namespace GqaTransformer;
 
 /// <summary>
-/// The immutable description of a decoder-only transformer (Llama, Mistral, Qwen2 families). Property names are C#;
-/// their JSON names are exactly those of HuggingFace's <c>config.json</c>, so a hub config deserialises directly.
-/// Every module validates the config it is given once, at construction (<see cref="Validate"/>).
+/// The immutable description of a decoder-only transformer (the families of <see cref="SupportedModelTypes"/>). Property
+/// names are C#; their JSON names are exactly those of HuggingFace's <c>config.json</c>, so a hub config deserialises
+/// directly. What a field means can depend on the family (<c>model_type</c>): each family reads the fields it knows and
+/// hands the blocks their parts (ADR 0021). Every module validates the config it is given once, at construction
+/// (<see cref="Validate"/>).
 /// </summary>
 public sealed partial record DecoderConfig
 {
     private readonly int? _numKeyValueHeads;
     private readonly int? _headDim;
 
-    /// <summary>HF <c>model_type</c>: <c>llama</c>, <c>mistral</c> or <c>qwen2</c>.</summary>
+    /// <summary>HF <c>model_type</c>: one of <see cref="SupportedModelTypes"/>, which picks the family.</summary>
     [JsonPropertyName("model_type")] public string ModelType { get; init; } = "llama";
 
     /// <summary>HF <c>architectures</c>, e.g. <c>["LlamaForCausalLM"]</c>.</summary>
@@ -67,8 +69,56 @@ public sealed partial record DecoderConfig
     /// <summary>Llama's <c>attention_bias</c>: biases on q, k, v and o projections.</summary>
     [JsonPropertyName("attention_bias")] public bool AttentionBias { get; init; }
 
-    /// <summary>Mistral's <c>sliding_window</c>: a query attends only to the last this-many keys. Null: full attention.</summary>
+    /// <summary>
+    /// <c>sliding_window</c>: a query on a sliding layer attends only to the last this-many keys, itself included.
+    /// Which layers slide is the family's rule or <see cref="LayerTypes"/>; null: no layer slides.
+    /// </summary>
     [JsonPropertyName("sliding_window")] public int? SlidingWindow { get; init; }
+
+    /// <summary>
+    /// <c>layer_types</c>: <c>full_attention</c> or <c>sliding_attention</c> for each layer (transformers 5, and recent
+    /// hub configs). Absent: the family's rule decides (<see cref="IsSlidingLayer"/>).
+    /// </summary>
+    [JsonPropertyName("layer_types")] public IReadOnlyList<string>? LayerTypes { get; init; }
+
+    /// <summary>Qwen2, Qwen3 and SmolLM3 <c>use_sliding_window</c>: whether <see cref="SlidingWindow"/> applies at all.</summary>
+    [JsonPropertyName("use_sliding_window")] public bool? UseSlidingWindow { get; init; }
+
+    /// <summary>Qwen2 and Qwen3 <c>max_window_layers</c>: layers with this index and above slide (when <see cref="UseSlidingWindow"/>).</summary>
+    [JsonPropertyName("max_window_layers")] public int? MaxWindowLayers { get; init; }
+
+    /// <summary>Gemma 3 <c>sliding_window_pattern</c>: every this-many-th layer is full, the others slide (default 6).</summary>
+    [JsonPropertyName("sliding_window_pattern")] public int? SlidingWindowPattern { get; init; }
+
+    /// <summary><c>hidden_act</c>: the MLP's gate activation (<c>silu</c>; Gemma: <c>gelu_pytorch_tanh</c>).</summary>
+    [JsonPropertyName("hidden_act")] public string? HiddenAct { get; init; }
+
+    /// <summary>Gemma's <c>hidden_activation</c>, which it reads in place of <see cref="HiddenAct"/>.</summary>
+    [JsonPropertyName("hidden_activation")] public string? HiddenActivation { get; init; }
+
+    /// <summary>Gemma's <c>query_pre_attn_scalar</c>: scores are scaled by its inverse square root, not head_dim's.</summary>
+    [JsonPropertyName("query_pre_attn_scalar")] public double? QueryPreAttnScalar { get; init; }
+
+    /// <summary>Gemma's <c>attn_logit_softcapping</c>: scores become <c>cap · tanh(score / cap)</c> before the mask.</summary>
+    [JsonPropertyName("attn_logit_softcapping")] public double? AttnLogitSoftcapping { get; init; }
+
+    /// <summary>Gemma's <c>final_logit_softcapping</c>: logits become <c>cap · tanh(logit / cap)</c>.</summary>
+    [JsonPropertyName("final_logit_softcapping")] public double? FinalLogitSoftcapping { get; init; }
+
+    /// <summary>Gemma 3's <c>rope_local_base_freq</c>: the RoPE base of the sliding layers (<see cref="RopeTheta"/> is the full layers').</summary>
+    [JsonPropertyName("rope_local_base_freq")] public double? RopeLocalBaseFreq { get; init; }
+
+    /// <summary>Phi-3's <c>partial_rotary_factor</c>: the share of each head's dimensions that rotate (the first ones).</summary>
+    [JsonPropertyName("partial_rotary_factor")] public double? PartialRotaryFactor { get; init; }
+
+    /// <summary>Phi-3's top-level <c>original_max_position_embeddings</c>: past it, LongRoPE switches to its long factors.</summary>
+    [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; init; }
+
+    /// <summary>SmolLM3's <c>no_rope_layers</c>: 1 where a layer uses RoPE, 0 where it uses none.</summary>
+    [JsonPropertyName("no_rope_layers")] public IReadOnlyList<int>? NoRopeLayers { get; init; }
+
+    /// <summary>SmolLM3's <c>no_rope_layer_interval</c>: without <see cref="NoRopeLayers"/>, every this-many-th layer has no RoPE.</summary>
+    [JsonPropertyName("no_rope_layer_interval")] public int? NoRopeLayerInterval { get; init; }
 
     /// <summary>HF <c>torch_dtype</c>: the dtype the checkpoint was saved in (informational).</summary>
     [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; init; }
@@ -84,11 +134,26 @@ public sealed partial record DecoderConfig
     /// <summary>Number of query heads that share one key/value head.</summary>
     [JsonIgnore] public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
 
-    /// <summary>Whether q/k/v projections carry a bias (Llama's attention_bias, always for Qwen2).</summary>
-    [JsonIgnore] public bool QkvBias => AttentionBias || ModelType == "qwen2";
+    /// <summary>The family that <see cref="ModelType"/> names: what it changes from Llama.</summary>
+    internal ModelFamily Family => ModelFamily.For(ModelType);
+
+    /// <summary>Whether q/k/v projections carry a bias (Llama's attention_bias; always for Qwen2).</summary>
+    [JsonIgnore] public bool QkvBias => Family.QkvBias(this);
 
     /// <summary>Whether the output projection carries a bias (Llama's attention_bias; never for Qwen2).</summary>
-    [JsonIgnore] public bool OutputBias => AttentionBias && ModelType != "qwen2";
+    [JsonIgnore] public bool OutputBias => Family.OutputBias(this);
+
+    /// <summary>Whether layer <paramref name="layer"/> slides (attends to the last <see cref="SlidingWindow"/> keys only).</summary>
+    public bool IsSlidingLayer(int layer)
+    {
+        if (layer < 0 || layer >= NumHiddenLayers)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer must be in [0, {NumHiddenLayers}).");
+        if (SlidingWindow is null) return false;
+        return LayerTypes is { } types ? types[layer] == "sliding_attention" : Family.IsSlidingLayer(this, layer);
+    }
+
+    /// <summary>The window of layer <paramref name="layer"/>: <see cref="SlidingWindow"/> where it slides, else null.</summary>
+    public int? WindowOf(int layer) => IsSlidingLayer(layer) ? SlidingWindow : null;
 
     /// <summary>
     /// Checks every rule the modules rely on and throws an <see cref="ArgumentException"/> that names the field,
@@ -108,7 +173,14 @@ public sealed partial record DecoderConfig
             throw new ArgumentException($"rope_theta must be a positive finite number, but was {RopeTheta}.", "config");
         if (SlidingWindow is { } window && window <= 0)
             throw new ArgumentException($"sliding_window must be positive or absent, but was {window}.", "config");
-        RopeScaling?.Validate(HeadDim);
+        if (LayerTypes is { } types)
+        {
+            if (types.Count != NumHiddenLayers)
+                throw new ArgumentException($"layer_types must name one type per layer ({NumHiddenLayers}), but names {types.Count}.", "config");
+            if (types.FirstOrDefault(t => t is not ("full_attention" or "sliding_attention")) is { } unknown)
+                throw new NotSupportedException($"layer_types holds '{unknown}'; supported types are full_attention and sliding_attention.");
+        }
+        Family.Validate(this);
         return this;
     }
 
@@ -155,7 +227,7 @@ public sealed partial record DecoderConfig
 /// <summary>HF's <c>rope_scaling</c> object (classic layout) or <c>rope_parameters</c> (transformers 5 layout).</summary>
 public sealed record RopeScaling
 {
-    /// <summary><c>rope_type</c> (or the older <c>type</c>): <c>default</c>, <c>linear</c>, <c>llama3</c>, <c>dynamic</c>.</summary>
+    /// <summary><c>rope_type</c> (or the older <c>type</c>): <c>default</c>, <c>linear</c>, <c>llama3</c>, <c>longrope</c>.</summary>
     [JsonPropertyName("rope_type")] public string RopeType { get; init; } = "default";
 
     /// <summary><c>factor</c>: the context-extension factor.</summary>
@@ -170,15 +242,34 @@ public sealed record RopeScaling
     /// <summary>Llama 3.1 <c>original_max_position_embeddings</c>.</summary>
     [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; init; }
 
-    /// <summary>The RoPE types this library computes.</summary>
-    public static IReadOnlyList<string> SupportedTypes { get; } = ["default", "linear", "llama3"];
+    /// <summary>Phi-3's LongRoPE <c>short_factor</c>: per-frequency divisors up to the original context.</summary>
+    [JsonPropertyName("short_factor")] public IReadOnlyList<double>? ShortFactor { get; init; }
 
-    internal void Validate(int headDim)
+    /// <summary>Phi-3's LongRoPE <c>long_factor</c>: per-frequency divisors past the original context.</summary>
+    [JsonPropertyName("long_factor")] public IReadOnlyList<double>? LongFactor { get; init; }
+
+    /// <summary>LongRoPE's <c>attention_factor</c> on cos and sin; absent: √(1 + ln(factor) / ln(original)).</summary>
+    [JsonPropertyName("attention_factor")] public double? AttentionFactor { get; init; }
+
+    /// <summary>The RoPE types this library computes.</summary>
+    public static IReadOnlyList<string> SupportedTypes { get; } = ["default", "linear", "llama3", "longrope"];
+
+    internal void Validate(int rotaryDim)
     {
         if (!SupportedTypes.Contains(RopeType))
             throw new NotSupportedException(
                 $"rope_type '{RopeType}' is not supported; supported types are {string.Join(", ", SupportedTypes)}.");
         if (RopeType == "default") return;
+        if (RopeType == "longrope")
+        {
+            foreach (var (factors, field) in new[] { (ShortFactor, "short_factor"), (LongFactor, "long_factor") })
+                if (factors is null || factors.Count != rotaryDim / 2 || factors.Any(x => !(x > 0) || double.IsInfinity(x)))
+                    throw new ArgumentException(
+                        $"rope_scaling.{field} must hold {rotaryDim / 2} positive numbers (one per rotated pair), but holds {factors?.Count.ToString() ?? "nothing"}.", "config");
+            if (AttentionFactor is { } a && !(a > 0))
+                throw new ArgumentException($"rope_scaling.attention_factor must be positive, but was {a}.", "config");
+            return;
+        }
         if (Factor is not { } f || !(f > 0))
             throw new ArgumentException($"rope_scaling.factor must be a positive number for rope_type '{RopeType}', but was {Factor?.ToString() ?? "missing"}.", "config");
         if (RopeType == "llama3")

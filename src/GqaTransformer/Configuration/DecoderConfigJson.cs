@@ -5,11 +5,11 @@ namespace GqaTransformer;
 
 public sealed partial record DecoderConfig
 {
-    /// <summary>The <c>model_type</c> values this library runs.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "mistral", "qwen2"];
+    /// <summary>The <c>model_type</c> values this library runs: those of every registered family.</summary>
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = [.. ModelFamily.All.SelectMany(f => f.ModelTypes)];
 
-    /// <summary>The <c>architectures</c> values this library runs.</summary>
-    public static IReadOnlyList<string> SupportedArchitectures { get; } = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+    /// <summary>The <c>architectures</c> values this library runs: those of every registered family.</summary>
+    public static IReadOnlyList<string> SupportedArchitectures { get; } = [.. ModelFamily.All.SelectMany(f => f.Architectures)];
 
     private static readonly string[] s_requiredFields =
         ["hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size"];
@@ -68,26 +68,41 @@ public sealed partial record DecoderConfig
         foreach (var field in s_requiredFields)
             if (root[field] is null)
                 throw new InvalidDataException($"config.json has no '{field}'.");
-        if (root["hidden_act"] is JsonValue act && act.GetValue<string>() is var activation && activation != "silu")
-            throw new NotSupportedException($"hidden_act '{activation}' is not supported; only 'silu' (SwiGLU) is.");
         if (root["mlp_bias"] is JsonValue mlpBias && mlpBias.GetValue<bool>())
             throw new NotSupportedException("mlp_bias = true is not supported.");
 
-        // transformers 5: rope_parameters holds rope_theta, rope_type and the scaling fields together.
+        // transformers 5: rope_parameters holds rope_theta, rope_type and the scaling fields together, one such object
+        // per layer type where the types differ (Gemma 3: the 4.x rope_theta + rope_scaling for full layers,
+        // rope_local_base_freq for sliding ones).
         if (root["rope_parameters"] is JsonObject parameters)
         {
+            if (parameters["full_attention"] is JsonObject || parameters["sliding_attention"] is JsonObject)
+            {
+                if (parameters["sliding_attention"] is JsonObject local)
+                {
+                    if (local["rope_type"] is JsonValue localType && localType.GetValue<string>() != "default")
+                        throw new NotSupportedException($"rope_parameters.sliding_attention.rope_type '{localType}' is not supported; sliding layers take the default RoPE.");
+                    if (local["rope_theta"] is { } localTheta) root["rope_local_base_freq"] = localTheta.DeepClone();
+                }
+                parameters = parameters["full_attention"] as JsonObject ?? [];
+            }
             if (parameters["rope_theta"] is { } theta) root["rope_theta"] = theta.DeepClone();
+            foreach (var lifted in new[] { "partial_rotary_factor" })  // a model fact, not a scaling field, in the 4.x layout
+                if (parameters[lifted] is { } value && root[lifted] is null) root[lifted] = value.DeepClone();
             var scaling = (JsonObject)parameters.DeepClone();
             scaling.Remove("rope_theta");
+            scaling.Remove("partial_rotary_factor");
             root["rope_scaling"] = scaling;
             root.Remove("rope_parameters");
         }
         // Older configs spell rope_type as "type".
         if (root["rope_scaling"] is JsonObject classic && classic["rope_type"] is null && classic["type"] is { } type)
             classic["rope_type"] = type.DeepClone();
-        // Qwen2 configs carry a sliding_window that applies only when use_sliding_window is true.
+        // Qwen2, Qwen3 and SmolLM3 configs carry a sliding_window that applies only when use_sliding_window is true.
         if (root["use_sliding_window"] is JsonValue use && !use.GetValue<bool>())
             root.Remove("sliding_window");
+        // transformers 5 writes layer_types even where no layer can slide; without a window they say nothing more.
+        if (root["sliding_window"] is null) root.Remove("layer_types");
 
         DecoderConfig config;
         try

@@ -47,7 +47,8 @@ public sealed class GenerationSession : IDisposable
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
         _generated = Enumerable.Range(0, batchSize).Select(_ => new List<int>()).ToArray();
-        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && !Cache.IsRingBuffer && !model.IsDeviceMapped && CudaGraphs.IsAvailable;
+        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && model.FixedStepServes(Cache.Capacity) && !model.IsDeviceMapped
+                         && CudaGraphs.IsAvailable;
     }
 
     /// <summary>A session over the cache of <paramref name="graphs"/>, emptied first, whose decode steps replay that decoder's graph.</summary>

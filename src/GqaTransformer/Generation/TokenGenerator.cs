@@ -155,7 +155,7 @@ public sealed class TokenGenerator : IDisposable
         lock (_lent)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (Model.Config.SlidingWindow is { } window && window < bucket) return null; // a ring buffer: no fixed slots
+            if (!Model.FixedStepServes(bucket)) return null; // a ring buffer has no fixed slots; LongRoPE switches tables
             if (!_graphs.TryGetValue((batch, bucket), out var graphs))
                 _graphs[(batch, bucket)] = graphs = new CudaGraphDecoder(Model, Model.CreateCache(batch, bucket));
             return _lent.Add(graphs) ? graphs : null;

@@ -7,7 +7,7 @@ namespace GqaTransformer;
 /// <summary>
 /// The seam between the blocks and the code that runs them: one method per operation, and the one place where an
 /// implementation is chosen (ADR 0012). The blocks (<see cref="RmsNorm"/>, <see cref="RotaryEmbedding"/>,
-/// <see cref="SwiGluMlp"/>, <see cref="MultiHeadAttention"/>, <see cref="DecoderModel"/>) call these and hold only the
+/// <see cref="GatedMlp"/>, <see cref="MultiHeadAttention"/>, <see cref="DecoderModel"/>) call these and hold only the
 /// maths. Each operation runs the first implementation that takes its inputs; the last is always the block's own
 /// libtorch form, the reference every kernel is tested against. Another backend (a CUDA kernel, say) is one more line
 /// here, not a branch in a block.
@@ -28,10 +28,10 @@ internal static class Kernels
          : [.. group.Layers.Select(layer => Linear(layer, x))];
 
     /// <summary>RMSNorm over the last dimension (see <see cref="GqaTransformer.RmsNorm"/>).</summary>
-    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
-        => SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps)                 // a decode step's few values (ADR 0007)
-         : CudaOps.SupportsRmsNorm(x, weight) ? CudaOps.RmsNorm(x, weight, eps)                  // two launches, not seven (ADR 0015)
-         : GqaTransformer.RmsNorm.Reference(x, weight, eps);
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps, RmsNormKind kind = RmsNormKind.Llama)
+        => kind == RmsNormKind.Llama && SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps) // a decode step's few values (ADR 0007)
+         : kind == RmsNormKind.Llama && CudaOps.SupportsRmsNorm(x, weight) ? CudaOps.RmsNorm(x, weight, eps)  // two launches, not seven (ADR 0015)
+         : GqaTransformer.RmsNorm.Reference(x, weight, eps, kind);
 
     /// <summary>RoPE on queries [B, H, T, D] and keys [B, Hkv, T, D] (see <see cref="RotaryEmbedding.Apply"/>).</summary>
     public static (Tensor Query, Tensor Key) Rotary(Tensor query, Tensor key, Tensor cos, Tensor sin)
@@ -43,11 +43,14 @@ internal static class Kernels
     /// group's keys and values [B, Hkv, S, D] (in the cache's dtype, which may differ from the queries'), returned as
     /// [B, Hkv, G, D] in <paramref name="outputDtype"/>.
     /// </summary>
-    public static Tensor DecodeAttention(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype)
-        => FusedCpuDecode.Supports(folded, key, value, mask) ? FusedCpuDecode.Run(folded, key, value, outputDtype) // one pass over the cache (ADR 0006)
-         : MultiHeadAttention.DecodeByMatmul(folded.to(key.dtype), key, value, mask).to(outputDtype);
+    public static Tensor DecodeAttention(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype, AttentionScoring scoring)
+        => scoring.IsPlain(folded.size(-1)) && FusedCpuDecode.Supports(folded, key, value, mask)
+            ? FusedCpuDecode.Run(folded, key, value, outputDtype)                                   // one pass over the cache (ADR 0006)
+         : MultiHeadAttention.DecodeByMatmul(folded.to(key.dtype), key, value, mask, scoring).to(outputDtype);
 
     /// <summary>Grouped attention over a block of T &gt; 1 queries [B, H, T, D] (a prompt), see <see cref="MultiHeadAttention.GroupedScaledDotProduct"/>.</summary>
-    public static Tensor PrefillAttention(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal)
-        => MultiHeadAttention.PrefillBySdpa(query, key, value, mask, causal);
+    public static Tensor PrefillAttention(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal, AttentionScoring scoring)
+        => scoring.Softcap is not null ? MultiHeadAttention.PrefillByMatmul(query, key, value, mask, causal, scoring) // SDPA has no cap
+         : scoring.IsPlain(query.size(-1)) ? MultiHeadAttention.PrefillBySdpa(query, key, value, mask, causal)
+         : MultiHeadAttention.PrefillBySdpa(query * (scoring.Scale * Math.Sqrt(query.size(-1))), key, value, mask, causal); // SDPA scales by D^-½ itself
 }

@@ -4,60 +4,101 @@ using static TorchSharp.torch;
 namespace GqaTransformer;
 
 /// <summary>
-/// Rotary position embedding (RoPE) in HuggingFace's rotate-half layout: the first and second halves of each head
-/// are rotated as pairs, so HF q/k weights work without permutation. Supports the <c>default</c>, <c>linear</c> and
-/// <c>llama3</c> rope types. It has no parameters; its frequency table follows whatever device the positions are on,
-/// and the cos/sin tables come out in the dtype asked for.
+/// Rotary position embedding (RoPE) in HuggingFace's rotate-half layout: the first and second halves of the rotated
+/// dimensions turn as pairs, so HF q/k weights work without permutation. Supports the <c>default</c>, <c>linear</c>,
+/// <c>llama3</c> and <c>longrope</c> rope types, and partial rotary (Phi-3: only the first <see cref="RotaryDim"/> of each
+/// head's dimensions rotate, the rest pass). It has no parameters; its frequency table follows whatever device the
+/// positions are on, and the cos/sin tables come out in the dtype asked for.
 /// </summary>
 public sealed class RotaryEmbedding : nn.Module
 {
-    // Kept as managed floats so that no module registration ever turns it into a state-dict buffer.
-    private readonly float[] _inverseFrequencies;     // [headDim/2]
-    private Tensor? _inverseFrequenciesOnDevice;      // the same as a tensor on the last device used (created lazily)
+    // Kept as managed floats so that no module registration ever turns them into state-dict buffers.
+    private readonly float[] _inverseFrequencies;      // [RotaryDim/2]; LongRoPE's short factors
+    private readonly float[]? _longFrequencies;        // LongRoPE's long factors, past _originalMax positions
+    private readonly int _originalMax;
+    private readonly float _attentionFactor = 1f;      // LongRoPE's factor on cos and sin
+    private Tensor? _onDevice, _longOnDevice;          // the tables as tensors on the last device used (created lazily)
 
-    /// <summary>Creates the embedding for heads of size <paramref name="headDim"/>.</summary>
+    /// <summary>Creates the embedding for heads of size <paramref name="headDim"/>, every dimension rotating.</summary>
     /// <param name="headDim">Head size (even).</param>
     /// <param name="theta">RoPE base.</param>
-    /// <param name="scaling">Optional RoPE scaling; null for the default.</param>
+    /// <param name="scaling">Optional RoPE scaling (not LongRoPE, which needs the model's context sizes); null for the default.</param>
     /// <param name="name">Module name.</param>
     public RotaryEmbedding(int headDim, double theta = 10000.0, RopeScaling? scaling = null, string name = "rotary_emb")
-        : base(TorchBackend.Checked(name))
+        : this(Checked(headDim, theta, scaling), name)
+    {
+    }
+
+    internal RotaryEmbedding(RotarySpec spec, string name = "rotary_emb") : base(TorchBackend.Checked(name))
+    {
+        spec.Validate();
+        HeadDim = spec.HeadDim;
+        RotaryDim = spec.RotaryDim;
+        _inverseFrequencies = Frequencies(spec, spec.Scaling?.ShortFactor);
+        if (spec.Scaling is { RopeType: "longrope" } longRope)
+        {
+            _originalMax = spec.OriginalMaxPositions!.Value;
+            _longFrequencies = Frequencies(spec, longRope.LongFactor);
+            // transformers: factor = max_position_embeddings / original_max_position_embeddings unless given
+            double factor = longRope.Factor ?? (double)spec.MaxPositions / _originalMax;
+            _attentionFactor = (float)(longRope.AttentionFactor ?? (factor <= 1.0 ? 1.0 : Math.Sqrt(1 + Math.Log(factor) / Math.Log(_originalMax))));
+        }
+    }
+
+    private static RotarySpec Checked(int headDim, double theta, RopeScaling? scaling)
     {
         Guard.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0)
             throw new ArgumentException($"headDim must be even for rotary embeddings, but was {headDim}.", nameof(headDim));
         if (!(theta > 0)) throw new ArgumentOutOfRangeException(nameof(theta), theta, "theta must be positive.");
-        scaling?.Validate(headDim);
-        HeadDim = headDim;
-        using var table = ComputeInverseFrequencies(headDim, theta, scaling);
-        _inverseFrequencies = table.data<float>().ToArray();
+        if (scaling?.RopeType == "longrope")
+            throw new ArgumentException("LongRoPE needs the model's context sizes: build the model from a config.", nameof(scaling));
+        return new(headDim, headDim, theta, scaling);
     }
 
-    /// <summary>The rotation frequency of each pair of dimensions (HF's <c>inv_freq</c>), after any RoPE scaling.</summary>
+    private static float[] Frequencies(RotarySpec spec, IReadOnlyList<double>? divisors)
+    {
+        using var table = ComputeInverseFrequencies(spec.RotaryDim, spec.Theta, spec.Scaling, divisors);
+        return table.data<float>().ToArray();
+    }
+
+    /// <summary>The rotation frequency of each pair of dimensions (HF's <c>inv_freq</c>), after any RoPE scaling (LongRoPE: the short one).</summary>
     public IReadOnlyList<float> InverseFrequencies => _inverseFrequencies;
 
     /// <summary>Head size the tables are built for.</summary>
     public int HeadDim { get; }
 
+    /// <summary>How many of the first dimensions of each head rotate (<see cref="HeadDim"/> unless partial).</summary>
+    public int RotaryDim { get; }
+
     /// <summary>
-    /// The cos and sin tables for <paramref name="positionIds"/> [B, T] (int64): each [B, T, HeadDim] in
-    /// <paramref name="dtype"/>, computed in float32 as HF does.
+    /// The cos and sin tables for <paramref name="positionIds"/> [B, T] (int64): each [B, T, RotaryDim] in
+    /// <paramref name="dtype"/>, computed in float32 as HF does. LongRoPE takes its long factors when the largest
+    /// position + 1 passes the original context, as transformers decides per forward.
     /// </summary>
-    public (Tensor Cos, Tensor Sin) forward(Tensor positionIds, ScalarType dtype)
+    public (Tensor Cos, Tensor Sin) forward(Tensor positionIds, ScalarType dtype) => forward(positionIds, dtype, null);
+
+    /// <summary>As <see cref="forward(Tensor, ScalarType)"/>, with the largest position + 1 known to the caller (no read of the positions).</summary>
+    internal (Tensor Cos, Tensor Sin) forward(Tensor positionIds, ScalarType dtype, long? extent)
     {
         Guard.Rank(positionIds, 2, nameof(positionIds), "[batch, tokens]");
         using var scope = NewDisposeScope();
-        var inverse = InverseFrequenciesOn(positionIds.device);
-        var angles = positionIds.to(ScalarType.Float32).unsqueeze(-1) * inverse; // [B, T, D/2]
-        var doubled = cat([angles, angles], -1);                                // [B, T, D]
-        var cos = doubled.cos().to(dtype);
-        var sin = doubled.sin().to(dtype);
-        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+        bool useLong = _longFrequencies is not null && (extent ?? positionIds.max().item<long>() + 1) > _originalMax;
+        var inverse = TableOn(positionIds.device, useLong);
+        var angles = positionIds.to(ScalarType.Float32).unsqueeze(-1) * inverse; // [B, T, R/2]
+        var doubled = cat([angles, angles], -1);                                // [B, T, R]
+        var cos = doubled.cos();
+        var sin = doubled.sin();
+        if (_attentionFactor != 1f) { cos = cos * _attentionFactor; sin = sin * _attentionFactor; }
+        return (cos.to(dtype).MoveToOuterDisposeScope(), sin.to(dtype).MoveToOuterDisposeScope());
     }
 
+    /// <summary>Whether positions up to <paramref name="extent"/> - 1 all use one table (LongRoPE switches past its original context).</summary>
+    internal bool OneTableUpTo(long extent) => _longFrequencies is null || extent <= _originalMax;
+
     /// <summary>
-    /// Rotates queries [B, H, T, D] and keys [B, Hkv, T, D] by the tables from <see cref="forward"/>:
-    /// <c>x * cos + rotate_half(x) * sin</c>.
+    /// Rotates queries [B, H, T, D] and keys [B, Hkv, T, D] by the tables from <see cref="forward(Tensor, ScalarType)"/>:
+    /// <c>x * cos + rotate_half(x) * sin</c> over the first R = cos.size(-1) dimensions; the others pass.
     /// </summary>
     public static (Tensor Query, Tensor Key) Apply(Tensor query, Tensor key, Tensor cos, Tensor sin)
         => Kernels.Rotary(query, key, cos, sin);
@@ -66,11 +107,17 @@ public sealed class RotaryEmbedding : nn.Module
     internal static (Tensor Query, Tensor Key) Reference(Tensor query, Tensor key, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        var c = cos.unsqueeze(1); // [B, 1, T, D]
+        var c = cos.unsqueeze(1); // [B, 1, T, R]
         var s = sin.unsqueeze(1);
-        var q = query * c + RotateHalf(query) * s;
-        var k = key * c + RotateHalf(key) * s;
-        return (q.MoveToOuterDisposeScope(), k.MoveToOuterDisposeScope());
+        return (Rotate(query, c, s).MoveToOuterDisposeScope(), Rotate(key, c, s).MoveToOuterDisposeScope());
+    }
+
+    private static Tensor Rotate(Tensor x, Tensor cos, Tensor sin)
+    {
+        long rotary = cos.size(-1), d = x.size(-1);
+        if (rotary == d) return x * cos + RotateHalf(x) * sin;
+        var turning = x.narrow(-1, 0, rotary);                                  // Phi-3: the first R dimensions rotate
+        return cat([turning * cos + RotateHalf(turning) * sin, x.narrow(-1, rotary, d - rotary)], -1);
     }
 
     private static Tensor RotateHalf(Tensor x)
@@ -81,29 +128,33 @@ public sealed class RotaryEmbedding : nn.Module
         return cat([second.neg(), first], -1);
     }
 
-    private Tensor InverseFrequenciesOn(Device device)
+    private Tensor TableOn(Device device, bool useLong)
     {
-        var cached = _inverseFrequenciesOnDevice;
+        ref var cached = ref useLong ? ref _longOnDevice : ref _onDevice;
         if (cached is null || cached.device_type != device.type || cached.device_index != device.index)
         {
             cached?.Dispose();
-            _inverseFrequenciesOnDevice = cached = tensor(_inverseFrequencies, device: device).DetachFromDisposeScope();
+            cached = tensor(useLong ? _longFrequencies! : _inverseFrequencies, device: device).DetachFromDisposeScope();
         }
         return cached;
     }
 
-    /// <summary>Computes inv_freq exactly as transformers' rope init functions do (float32 arithmetic).</summary>
-    internal static Tensor ComputeInverseFrequencies(int headDim, double theta, RopeScaling? scaling)
+    /// <summary>Computes inv_freq over <paramref name="rotaryDim"/> dimensions exactly as transformers' rope init functions do (float32 arithmetic).</summary>
+    internal static Tensor ComputeInverseFrequencies(int rotaryDim, double theta, RopeScaling? scaling, IReadOnlyList<double>? divisors = null)
     {
         using var scope = NewDisposeScope();
-        var exponents = arange(0, headDim, 2, ScalarType.Int64).to(ScalarType.Float32) / headDim;
-        var inverse = pow(tensor((float)theta), exponents).reciprocal(); // 1 / theta^(2i/d)
+        var exponents = arange(0, rotaryDim, 2, ScalarType.Int64).to(ScalarType.Float32) / rotaryDim;
+        var powers = pow(tensor((float)theta), exponents);                 // theta^(2i/d)
+        var inverse = powers.reciprocal();
         switch (scaling?.RopeType ?? "default")
         {
             case "default":
                 break;
             case "linear":
                 inverse = inverse / (float)scaling!.Factor!.Value;
+                break;
+            case "longrope": // 1 / (factor_i · theta^(2i/d)), the short or the long factors
+                inverse = (tensor(divisors!.Select(x => (float)x).ToArray()) * powers).reciprocal();
                 break;
             case "llama3":
             {
@@ -129,7 +180,10 @@ public sealed class RotaryEmbedding : nn.Module
     protected override void Dispose(bool disposing)
     {
         if (disposing)
-            _inverseFrequenciesOnDevice?.Dispose();
+        {
+            _onDevice?.Dispose();
+            _longOnDevice?.Dispose();
+        }
         base.Dispose(disposing);
     }
 }

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 namespace GqaTransformer;
 
 /// <summary>
-/// A decoder-only language model in the Llama layout (also Mistral and Qwen2): token embedding, a stack of
-/// <see cref="DecoderLayer"/>s, a final <see cref="RmsNorm"/> and the <c>lm_head</c>. Its state-dict keys are
+/// A decoder-only language model in the Llama layout and the families that differ from it in parts (Mistral, Qwen2/3,
+/// Gemma 2/3, Phi-3, SmolLM3, OLMo 2; ADR 0021): token embedding, a stack of <see cref="DecoderLayer"/>s, a final
+/// <see cref="RmsNorm"/> and the <c>lm_head</c>. Its state-dict keys are
 /// HuggingFace's (<c>model.embed_tokens.weight</c>, <c>model.layers.0.self_attn.q_proj.weight</c>, …,
 /// <c>lm_head.weight</c>), so hub checkpoints load by name. The KV cache is explicit:
 /// <c>logits = model.forward(ids, cache)</c> serves prefill (many tokens) and decode (one token) alike.
@@ -45,6 +46,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         _map = deviceMap;
         _mapped = mapped && !deviceMap.IsSingleDevice;
         _model = new DecoderStack(config, deviceMap, dtype);
+        _finalSoftcap = config.Family.FinalSoftcap(config);
         _lmHead = config.TieWordEmbeddings ? null : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, deviceMap.Head, dtype);
         RegisterComponents();
     }
@@ -57,6 +59,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
     private readonly DeviceMap _map;
     private readonly bool _mapped;
+    private readonly double? _finalSoftcap;
 
     /// <summary>
     /// Where the embedding, each layer and the head live: the map the model was made with, or else every part on
@@ -79,7 +82,7 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Loads a HuggingFace checkpoint directory: <c>config.json</c> and <c>model.safetensors</c> (or the shards listed
-    /// in <c>model.safetensors.index.json</c>). Llama, Mistral and Qwen2 families. Weights stream tensor by tensor
+    /// in <c>model.safetensors.index.json</c>). Any family of <see cref="DecoderConfig.SupportedModelTypes"/>. Weights stream tensor by tensor
     /// into the model, converted to <paramref name="dtype"/> (float32, bfloat16 or float16; the file's own dtype does
     /// not matter). Before any module is built, config.json is checked against the file headers: every tensor it
     /// implies must be there by name, shape and floating-point dtype, and nothing else, so a config can ask for no
@@ -130,6 +133,9 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
     /// <summary>The decoder layers, in order.</summary>
     public IReadOnlyList<DecoderLayer> Layers => _model.Layers;
+
+    /// <summary>The RoPE tables the layers share: one per distinct RoPE (Gemma 3: the local and the global one).</summary>
+    internal IReadOnlyList<RotaryEmbedding> RotaryTables => _model.Rotaries;
 
     /// <summary>Element type of the model's parameters.</summary>
     public ScalarType Dtype
@@ -184,10 +190,11 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         using var noGrad = cache is not null ? no_grad() : null;
         var ids = inputIds.dtype == ScalarType.Int64 ? inputIds : inputIds.to(ScalarType.Int64);
+        long? extent = positionIds is null ? past + tokens : null;                 // else the rotary reads the largest position
         positionIds ??= arange(past, past + tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, -1); // [B, T]
-        var mask = AttentionMask.Build(tokens, past, cache?.KeyPositions(tokens), attentionMask, Config.SlidingWindow, device); // [B, 1, T, S] or null
+        var masks = Masks(tokens, past, cache, attentionMask, device);             // per layer: [B, 1, T, S] or null
 
-        var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, T, hidden]
+        var hidden = _model.forward(ids, positionIds, masks, cache, extent);       // [B, T, hidden]
         if (lastTokenOnly) hidden = hidden.narrow(1, tokens - 1, 1);                // [B, 1, hidden]
         var logits = Head(hidden);                                                  // [B, T, vocab]
         cache?.Advance((int)tokens);
@@ -204,14 +211,43 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var hidden = _model.forward(ids, positionIds, mask, cache);                 // [B, 1, hidden]
+        var masks = Enumerable.Repeat<Tensor?>(mask, Config.NumHiddenLayers).ToArray(); // no ring, so one mask serves every layer
+        var hidden = _model.forward(ids, positionIds, masks, cache, cache.Capacity); // [B, 1, hidden]
         return Head(hidden).MoveToOuterDisposeScope();                             // [B, 1, vocab]
     }
 
-    /// <summary>lm_head, or with tied embeddings the embedding matrix (on the embedding's device).</summary>
-    private Tensor Head(Tensor hidden) => _lmHead is not null
-        ? Kernels.Linear(_lmHead, hidden)
-        : Kernels.Linear(_mapped ? hidden.to(_map.Embedding) : hidden, _model.EmbedTokens.weight!);
+    /// <summary>Whether a fixed-shape step (a CUDA graph) serves every position of a cache of <paramref name="capacity"/>:
+    /// no layer's window rings within it and no RoPE switches tables within it (LongRoPE).</summary>
+    internal bool FixedStepServes(int capacity)
+        => _model.OneTableUpTo(capacity) && Enumerable.Range(0, Config.NumHiddenLayers).All(i => Config.WindowOf(i) is not { } w || w >= capacity);
+
+    /// <summary>
+    /// Each layer's mask for <paramref name="tokens"/> new tokens after <paramref name="past"/> cached ones: built once per
+    /// distinct window and cache layout (Gemma 3: one for its sliding layers, one for its full ones), null where plain
+    /// causal attention is right.
+    /// </summary>
+    private Tensor?[] Masks(long tokens, long past, KvCache? cache, Tensor? attentionMask, Device device)
+    {
+        var masks = new Tensor?[Config.NumHiddenLayers];
+        var built = new Dictionary<(int? Window, int Slots), Tensor?>();
+        for (int layer = 0; layer < masks.Length; layer++)
+        {
+            var key = (Config.WindowOf(layer), cache?.SlotsOf(layer) ?? 0);
+            if (!built.TryGetValue(key, out var mask))
+                built[key] = mask = AttentionMask.Build(tokens, past, cache?.KeyPositions(layer, tokens), attentionMask, key.Item1, device);
+            masks[layer] = mask;
+        }
+        return masks;
+    }
+
+    /// <summary>lm_head, or with tied embeddings the embedding matrix (on the embedding's device); Gemma soft-caps the logits.</summary>
+    private Tensor Head(Tensor hidden)
+    {
+        var logits = _lmHead is not null
+            ? Kernels.Linear(_lmHead, hidden)
+            : Kernels.Linear(_mapped ? hidden.to(_map.Embedding) : hidden, _model.EmbedTokens.weight!);
+        return _finalSoftcap is { } cap ? logits.div_(cap).tanh_().mul_(cap) : logits;
+    }
 
     private (long Batch, long Tokens) CheckInputs(Tensor inputIds, KvCache? cache, Tensor? attentionMask, Tensor? positionIds, long past, Device device)
     {
@@ -255,13 +291,15 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         return (batch, tokens);
     }
 
-    /// <summary>HF's inner <c>model</c>: embedding, layers, final norm and the shared RoPE tables.</summary>
+    /// <summary>HF's inner <c>model</c>: embedding, layers, final norm and the RoPE tables the layers share.</summary>
     private sealed class DecoderStack : nn.Module
     {
         [ComponentName(Name = "embed_tokens")] private readonly Embedding _embedTokens;
         [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
         [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
-        [ComponentName(Name = "rotary_emb")] private readonly RotaryEmbedding _rotary;
+        private readonly RotaryEmbedding[] _rotaries;   // one per distinct RoPE (Gemma 3: local and global); no parameters
+        private readonly int[] _rotaryOf;               // each layer's table in _rotaries, or -1 for a layer without RoPE
+        private readonly double? _embeddingScale;
 
         private readonly DeviceMap _map;
         private readonly bool _mapped;
@@ -270,10 +308,16 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         {
             _map = map;
             _mapped = !map.IsSingleDevice;
+            var family = config.Family;
+            _embeddingScale = family.EmbeddingScale(config);
             _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: map.Embedding, dtype: dtype);
-            _rotary = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.RopeScaling); // one table, shared by every layer
-            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: map.Layers[i], dtype: dtype, rotary: _rotary)).ToArray());
-            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: map.Head, dtype: dtype);
+            var specs = Enumerable.Range(0, config.NumHiddenLayers).Select(i => family.Rotary(config, i)).ToArray();
+            var distinct = specs.OfType<RotarySpec>().Distinct().ToList();
+            _rotaries = [.. distinct.Select(spec => new RotaryEmbedding(spec))];
+            _rotaryOf = [.. specs.Select(spec => spec is null ? -1 : distinct.IndexOf(spec))];
+            _layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device: map.Layers[i], dtype: dtype,
+                rotary: _rotaryOf[i] < 0 ? null : _rotaries[_rotaryOf[i]])).ToArray());
+            _norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device: map.Head, dtype: dtype, kind: family.NormKind);
             RegisterComponents();
         }
 
@@ -281,21 +325,45 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
         public IReadOnlyList<DecoderLayer> Layers => _layers.ToArray();
 
-        public Tensor forward(Tensor ids, Tensor positionIds, Tensor? mask, KvCache? cache)
+        public IReadOnlyList<RotaryEmbedding> Rotaries => _rotaries;
+
+        /// <summary>Whether every RoPE table stays one table for positions below <paramref name="extent"/> (LongRoPE switches).</summary>
+        public bool OneTableUpTo(long extent) => _rotaries.All(r => r.OneTableUpTo(extent));
+
+        /// <param name="ids">[B, T]</param>
+        /// <param name="positionIds">[B, T]</param>
+        /// <param name="masks">Each layer's mask [B, 1, T, S], or null entries for plain causal attention.</param>
+        /// <param name="cache">The cache, or null.</param>
+        /// <param name="extent">The largest position + 1 where the caller knows it (no read of the positions).</param>
+        public Tensor forward(Tensor ids, Tensor positionIds, IReadOnlyList<Tensor?> masks, KvCache? cache, long? extent)
         {
             using var scope = NewDisposeScope();
-            var h = _embedTokens.forward(ids);                      // [B, T, hidden]
-            var (cos, sin) = _rotary.forward(positionIds, h.dtype); // [B, T, headDim] each
+            var h = _embedTokens.forward(ids);                                          // [B, T, hidden]
+            if (_embeddingScale is { } scale) h = h * RoundedTo(h.dtype, scale);       // Gemma: √hidden in the weights' dtype
+            var tables = _rotaries.Select(r => r.forward(positionIds, h.dtype, extent)).ToArray(); // [B, T, RotaryDim] each
             for (int i = 0; i < _layers.Count; i++)
             {
-                if (_mapped) (h, cos, sin, mask) = MoveTo(_map.Layers[i], h, cos, sin, mask); // across a device boundary
+                var (cos, sin) = _rotaryOf[i] < 0 ? (null, null) : tables[_rotaryOf[i]];
+                var mask = masks[i];
+                if (_mapped && !DeviceMap.Same(h.device, _map.Layers[i]))            // across a device boundary
+                    (h, cos, sin, mask) = (h.to(_map.Layers[i]), cos?.to(_map.Layers[i]), sin?.to(_map.Layers[i]), mask?.to(_map.Layers[i]));
                 h = _layers[i].forward(h, cos, sin, mask, cache);
             }
             if (_mapped) h = h.to(_map.Head);
             return _norm.forward(h).MoveToOuterDisposeScope();
         }
 
-        private static (Tensor, Tensor, Tensor, Tensor?) MoveTo(Device device, Tensor h, Tensor cos, Tensor sin, Tensor? mask)
-            => DeviceMap.Same(h.device, device) ? (h, cos, sin, mask) : (h.to(device), cos.to(device), sin.to(device), mask?.to(device));
+        /// <summary>The scale as transformers applies it: rounded to the dtype first (Gemma 3: √3072 = 55.43 is 55.5 in bfloat16).</summary>
+        private static double RoundedTo(ScalarType dtype, double scale)
+        {
+            using var scope = NewDisposeScope();
+            return tensor((float)scale).to(dtype).to(ScalarType.Float32).item<float>();
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) foreach (var rotary in _rotaries) rotary.Dispose();
+            base.Dispose(disposing);
+        }
     }
 }

@@ -6,7 +6,7 @@ namespace GqaTransformer;
 /// One rank's share of a decoder layer (<see cref="TensorParallelPlan"/>): an ordinary <see cref="DecoderLayer"/> of the
 /// rank's config (its query and KV heads, its slice of the MLP, full norms) loaded with the rank's slice of the weights.
 /// Each block's output is this rank's part of a sum over ranks, which <c>allReduce</c> completes:
-/// <c>h = x + Σ attn_r(norm1(x)); return h + Σ mlp_r(norm2(h))</c>. Its cache layer holds this rank's KV heads only.
+/// <c>h = x + norm2(Σ attn_r(norm1(x))); return h + norm4(Σ mlp_r(norm3(h)))</c>. Its cache layer holds this rank's KV heads only.
 /// </summary>
 internal sealed class TensorParallelLayer : IDisposable
 {
@@ -35,18 +35,18 @@ internal sealed class TensorParallelLayer : IDisposable
     public DecoderLayer Share { get; }
 
     /// <summary>This rank's share of attn(norm1(x)) [B, T, hidden]; the sum over ranks is the layer's.</summary>
-    public Tensor AttentionPart(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache)
-        => Share.Attention.forward(Share.InputNorm.forward(x), cos, sin, mask, cache);
+    public Tensor AttentionPart(Tensor x, Tensor? cos, Tensor? sin, Tensor? mask, KvCache? cache)
+        => Share.Attention.forward(Share.BeforeAttention(x), cos, sin, mask, cache);
 
-    /// <summary>This rank's share of mlp(norm2(h)) [B, T, hidden]; the sum over ranks is the layer's.</summary>
-    public Tensor MlpPart(Tensor h) => Share.Mlp.forward(Share.PostAttentionNorm.forward(h));
+    /// <summary>This rank's share of mlp(norm3(h)) [B, T, hidden]; the sum over ranks is the layer's.</summary>
+    public Tensor MlpPart(Tensor h) => Share.MlpShare(h);
 
-    /// <summary>The layer, with <paramref name="allReduce"/> summing a block's output over the ranks (NCCL's all-reduce).</summary>
-    public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache, Func<Tensor, Tensor> allReduce)
+    /// <summary>The layer, with <paramref name="allReduce"/> summing a block's output over the ranks (NCCL's all-reduce); norms after a block see the sum.</summary>
+    public Tensor forward(Tensor x, Tensor? cos, Tensor? sin, Tensor? mask, KvCache? cache, Func<Tensor, Tensor> allReduce)
     {
         using var scope = NewDisposeScope();
-        var h = x + allReduce(AttentionPart(x, cos, sin, mask, cache));
-        return (h + allReduce(MlpPart(h))).MoveToOuterDisposeScope();
+        var h = x + Share.AfterAttention(allReduce(AttentionPart(x, cos, sin, mask, cache)));
+        return (h + Share.AfterMlp(allReduce(MlpPart(h)))).MoveToOuterDisposeScope();
     }
 
     /// <summary>Frees the share's weights.</summary>

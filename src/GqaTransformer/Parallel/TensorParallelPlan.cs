@@ -19,6 +19,9 @@ internal sealed record TensorParallelPlan(int Rank, int Ranks, int QueryHeadStar
         Guard.Positive(ranks, nameof(ranks));
         if (rank < 0 || rank >= ranks) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"Expected a rank from 0 to {ranks - 1}.");
         int heads = config.NumAttentionHeads, kvHeads = config.NumKeyValueHeads, intermediate = config.IntermediateSize;
+        if (config.Family.QkNorm == QkNorm.WholeProjection || config.Family.FusedProjections)
+            throw new NotSupportedException(
+                $"model_type '{config.ModelType}' cannot be split by heads yet: its q/k norm spans every head, or its q/k/v are one fused matrix.");
         if (heads % ranks != 0)
             throw new ArgumentException($"num_attention_heads ({heads}) must divide by the rank count ({ranks}).", nameof(ranks));
         if (intermediate % ranks != 0)
@@ -62,7 +65,9 @@ internal sealed record TensorParallelPlan(int Rank, int Ranks, int QueryHeadStar
                 "self_attn.o_proj.bias" => Rank == 0 ? value : zeros_like(value),
                 "mlp.gate_proj.weight" or "mlp.up_proj.weight" => Rows(value, IntermediateStart, Intermediate),
                 "mlp.down_proj.weight" => Columns(value, IntermediateStart, Intermediate),
-                "input_layernorm.weight" or "post_attention_layernorm.weight" => value,
+                "input_layernorm.weight" or "post_attention_layernorm.weight" or "pre_feedforward_layernorm.weight"
+                    or "post_feedforward_layernorm.weight" => value,
+                "self_attn.q_norm.weight" or "self_attn.k_norm.weight" => value, // per head: the same weights on every head
                 _ => throw new ArgumentException($"'{key}' is not a decoder layer's weight this plan knows how to split.", nameof(layer)),
             };
         return slice;

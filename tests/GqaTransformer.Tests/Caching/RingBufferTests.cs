@@ -18,7 +18,7 @@ public class RingBufferTests
         using var huge = new KvCache(config, 1, 100_000);
         small.IsRingBuffer.Should().BeFalse();
         huge.IsRingBuffer.Should().BeTrue();
-        huge.Slots.Should().Be(16);
+        huge.SlotsOf(0).Should().Be(16);
         huge.SizeInBytes.Should().Be(window.SizeInBytes).And.Be(huge.Tensors.Sum(t => t.numel() * t.ElementSize));
         KvCache.EstimateBytes(config, 1, 100_000, ScalarType.Float32).Should().Be(window.SizeInBytes);
         small.SizeInBytes.Should().Be(window.SizeInBytes / 2);
@@ -36,7 +36,7 @@ public class RingBufferTests
         var full = model.forward(ids); // window applied by the mask over the whole sequence
 
         using var cache = model.CreateCache(2, 30);
-        cache.Slots.Should().Be(6);
+        cache.SlotsOf(0).Should().Be(6);
         var pieces = new List<Tensor>
         {
             model.forward(ids.narrow(1, 0, 9), cache),   // longer than the window
@@ -44,7 +44,7 @@ public class RingBufferTests
         };
         for (int t = 13; t < 27; t++) pieces.Add(model.forward(ids.narrow(1, t, 1), cache));
         pieces.Add(model.forward(ids.narrow(1, 27, 3), cache));
-        cache.SlotPositions.Should().BeEquivalentTo(new long[] { 24, 25, 26, 27, 28, 29 });
+        cache.SlotPositionsOf(0).Should().BeEquivalentTo(new long[] { 24, 25, 26, 27, 28, 29 });
         Tiny.MaxAbsDiff(cat(pieces, 1), full).Should().BeLessThan(1e-4);
         _ = heads;
     }

@@ -163,7 +163,7 @@ public class CheckpointTests
     [InlineData("\"model_type\": \"gpt2\"", "*model_type 'gpt2' is not supported*")]
     [InlineData("\"architectures\": [\"GPT2LMHeadModel\"]", "*Architecture 'GPT2LMHeadModel' is not supported*")]
     [InlineData("\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}", "*rope_type 'yarn' is not supported*")]
-    [InlineData("\"hidden_act\": \"gelu\"", "*hidden_act 'gelu' is not supported*")]
+    [InlineData("\"hidden_act\": \"relu\"", "*hidden_act 'relu' is not supported*")]
     public void Unsupported_models_are_named(string field, string message)
     {
         string json = "{" + field + ", \"hidden_size\": 64, \"num_attention_heads\": 8, \"intermediate_size\": 96, \"num_hidden_layers\": 1, \"vocab_size\": 10}";

@@ -146,7 +146,7 @@ public class LayerTests
     {
         using var scope = NewDisposeScope();
         manual_seed(4);
-        using var mlp = new SwiGluMlp(12, 20);
+        using var mlp = new GatedMlp(12, 20);
         var p = mlp.state_dict();
         var x = randn(3, 12);
         var gate = x.matmul(p["gate_proj.weight"].t());
@@ -186,7 +186,7 @@ public class LayerTests
         manual_seed(5);
         using var layer = new DecoderLayer(config);
         using var attention = new MultiHeadAttention(config);
-        using var mlp = new SwiGluMlp(config.HiddenSize, config.IntermediateSize);
+        using var mlp = new GatedMlp(config.HiddenSize, config.IntermediateSize);
         using var norm1 = new RmsNorm(config.HiddenSize, config.RmsNormEps);
         using var norm2 = new RmsNorm(config.HiddenSize, config.RmsNormEps);
         var sd = layer.state_dict();

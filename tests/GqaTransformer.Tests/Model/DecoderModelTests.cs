@@ -34,7 +34,8 @@ public class DecoderModelTests
     {
         using var scope = NewDisposeScope();
         using var model = Tiny.Model(Tiny.Config(8, 2));
-        model.modules().OfType<RotaryEmbedding>().Should().HaveCount(1, "the layers share the model's table");
+        model.RotaryTables.Should().HaveCount(1, "the layers share the model's table");
+        model.modules().OfType<RotaryEmbedding>().Should().BeEmpty("the model owns its tables outside the module tree");
         model.state_dict().Keys.Should().NotContain(k => k.Contains("rotary"), "RoPE has no state");
         using var attention = new MultiHeadAttention(64, 8, 2);
         attention.modules().OfType<RotaryEmbedding>().Should().HaveCount(1);

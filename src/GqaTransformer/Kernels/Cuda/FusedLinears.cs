@@ -18,6 +18,7 @@ internal sealed class FusedLinears : IDisposable
     private Tensor? _weight;          // [ΣN, K]: the layers' weights as rows, which their parameters view
     private Tensor? _bias;            // [ΣN], or null when the layers have none
     private Tensor[] _viewers = [];   // the parameters re-pointed at _weight/_bias
+    private readonly bool _packed;    // one layer that holds the group's rows itself (Phi-3's qkv_proj, gate_up_proj)
 
     /// <summary>Groups <paramref name="layers"/>, all of the same input width.</summary>
     public FusedLinears(params Linear[] layers)
@@ -26,18 +27,29 @@ internal sealed class FusedLinears : IDisposable
         _sizes = layers.Select(l => l.weight!.size(0)).ToArray();
     }
 
+    /// <summary>A group stored as one layer whose output rows are the group's, <paramref name="sizes"/> wide each (in order).</summary>
+    public FusedLinears(Linear packed, params long[] sizes)
+    {
+        if (sizes.Sum() != packed.weight!.size(0))
+            throw new ArgumentException($"The parts ({string.Join(" + ", sizes)}) must cover the layer's {packed.weight!.size(0)} rows.", nameof(sizes));
+        _layers = [packed];
+        _sizes = sizes;
+        _packed = true;
+    }
+
     /// <summary>The layers, in output order.</summary>
     public IReadOnlyList<Linear> Layers => _layers;
 
     /// <summary>Whether the layers currently view one fused weight.</summary>
-    public bool IsFused => _weight is not null && StillViewed();
+    public bool IsFused => _packed || _weight is not null && StillViewed();
 
     /// <summary>The fused weight and bias while the layers view them, else null.</summary>
-    internal (Tensor Weight, Tensor? Bias)? Fused => IsFused ? (_weight!, _bias) : null;
+    internal (Tensor Weight, Tensor? Bias)? Fused => _packed ? (_layers[0].weight!, _layers[0].bias) : IsFused ? (_weight!, _bias) : null;
 
     /// <summary>The fused weight and bias for input <paramref name="x"/>, fusing on first use; null where the layers run one by one.</summary>
     public (Tensor Weight, Tensor? Bias)? For(Tensor x)
     {
+        if (_packed) return (_layers[0].weight!, _layers[0].bias);
         if (x.device_type != DeviceType.CUDA || is_grad_enabled() && _layers.Any(l => l.weight!.requires_grad))
             return null;
         return Fuse() ? (_weight!, _bias) : null;
@@ -52,6 +64,7 @@ internal sealed class FusedLinears : IDisposable
     /// </summary>
     internal bool Fuse()
     {
+        if (_packed) return true;
         if (_weight is not null)
         {
             if (StillViewed()) return true;
