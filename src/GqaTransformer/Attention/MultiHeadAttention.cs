@@ -296,6 +296,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor>
         long kvHeads = key.size(1), s = key.size(2), group = heads / kvHeads;
         using var scope = NewDisposeScope();
         if (causal && mask is null) mask = AttentionMask.Causal(t, s, query.device);
+        if (mask is not null && mask.dim() == 2) mask = mask.view(1, 1, t, s);
         var rows = query.reshape(b, kvHeads, group * t, d);                               // [B, Hkv, G·T, D]
         var scores = scoring.Cap(rows.matmul(key.transpose(2, 3)) * scoring.Scale)        // [B, Hkv, G·T, S]
             .view(b, kvHeads, group, t, s);                                               // [B, Hkv, G, T, S]
