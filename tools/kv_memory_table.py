@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """KV-cache bytes per sequence for the preset config.json files, by the per-layer rule.
 
-    python3 tools/kv_memory_table.py [PRESET_DIR]     (default: tests/GqaTransformer.Tests/TestData/presets)
+    python3 tools/kv_memory_table.py [PRESET_DIR]     (default: src/GqaTransformer/Configuration/Presets)
 
 Each full-attention layer holds min(tokens, capacity) tokens, each sliding layer min(tokens, sliding_window); the
 capacity here is the sequence length asked for, so a full layer holds every token. Bytes in bf16:
@@ -56,7 +56,7 @@ def gib(n):
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "GqaTransformer.Tests", "TestData", "presets")
+        os.path.dirname(os.path.abspath(__file__)), "..", "src", "GqaTransformer", "Configuration", "Presets")
     configs = []
     for name in sorted(os.listdir(root)):
         if name.endswith(".json"):

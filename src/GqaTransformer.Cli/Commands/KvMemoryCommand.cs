@@ -16,7 +16,7 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
         public string? Config { get; init; }
 
         /// <summary>A preset name.</summary>
-        [CommandOption("--preset <NAME>")][Description("llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, llama-3-70b, mistral-7b or qwen2-7b.")]
+        [CommandOption("--preset <NAME>")][Description("A known model, e.g. llama-3.2-3b, qwen3-8b, gemma-3-4b, phi-4-mini, smollm3-3b; a name it does not know lists them all.")]
         public string? Preset { get; init; }
 
         /// <summary>Batch size.</summary>
@@ -82,8 +82,10 @@ public sealed class KvMemoryCommand(IAnsiConsole console) : Command<KvMemoryComm
             table.AddRow(row.Select(Markup.Escape).ToArray());
         }
         console.Write(table);
-        console.MarkupLine("[grey]* this model. Columns are tokens of context; the cache is 2 · layers · batch · kv heads · tokens · head_dim · bytes, " +
-                           "weights and activations not included.[/]");
+        console.MarkupLine("[grey]* this model. Columns are tokens of context; the cache is 2 · batch · kv heads · head_dim · bytes · Σ over layers of the " +
+                           "tokens each keeps (a sliding layer at most its window), weights and activations not included.[/]");
+        if (Enumerable.Range(0, config.NumHiddenLayers).Count(config.IsSlidingLayer) is var sliding and > 0)
+            console.MarkupLine($"[grey]{sliding} of {config.NumHiddenLayers} layers slide over a window of {config.SlidingWindow:N0} tokens.[/]");
         return 0;
     }
 

@@ -83,6 +83,27 @@ public sealed class KvCache : IDisposable
     }
 
     private Tensor? _deviceSlot; // set while a fixed-shape decode step writes at a slot index held on the device
+    private long[]? _recorded;   // [B, Capacity] token ids, kept only for a model that must read them again (LongRoPE)
+
+    /// <summary>Keeps the ids [B, T] of the tokens at <paramref name="position"/> (on the host) for <see cref="Recorded"/>.</summary>
+    internal void Record(Tensor ids, long position)
+    {
+        ThrowIfDisposed();
+        _recorded ??= new long[(long)BatchSize * Capacity];
+        using var scope = NewDisposeScope();
+        var host = ids.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray();
+        long tokens = ids.size(1);
+        for (int b = 0; b < BatchSize; b++)
+            Array.Copy(host, b * tokens, _recorded, b * (long)Capacity + position, tokens);
+    }
+
+    /// <summary>The recorded ids of the first <paramref name="length"/> tokens, [B, length] on the CPU.</summary>
+    internal Tensor Recorded(long length)
+    {
+        var ids = new long[BatchSize * length];
+        for (int b = 0; b < BatchSize; b++) Array.Copy(_recorded!, b * (long)Capacity, ids, b * length, length);
+        return tensor(ids).view(BatchSize, length);
+    }
 
     private static Device DefaultDevice() => CPU; // not inline: the constructor checks the backend before touching TorchSharp
 
@@ -164,7 +185,10 @@ public sealed class KvCache : IDisposable
         long largestWindow = counts.Max(c => c.Window ?? 0);
         if (counts.All(c => c.Window is not null) && EstimateBytes(config, batchSize, largestWindow, dtype) <= budgetBytes)
             return long.MaxValue;
-        long low = 0, high = budgetBytes / EstimateBytes(config, batchSize, 1, dtype) + 1;  // bytes(t) is monotone in t
+        long fullLayers = counts.Where(c => c.Window is null).Sum(c => c.Layers);
+        long perTokenFull = 2L * batchSize * config.NumKeyValueHeads * config.HeadDim * dtype.ElementSize() * fullLayers;
+        long low = 0, high = (fullLayers == 0 ? 0 : budgetBytes / perTokenFull) + largestWindow + 1; // bytes(t) grows with t: bisect
+        high = Math.Min(high, long.MaxValue / 2);
         while (low < high)
         {
             long mid = low + (high - low + 1) / 2;

@@ -93,6 +93,9 @@ public sealed class RotaryEmbedding : nn.Module
         return (cos.to(dtype).MoveToOuterDisposeScope(), sin.to(dtype).MoveToOuterDisposeScope());
     }
 
+    /// <summary>LongRoPE's original context, past which it takes its long factors; null for other RoPE types.</summary>
+    internal long? SwitchesAfter => _longFrequencies is null ? null : _originalMax;
+
     /// <summary>Whether positions up to <paramref name="extent"/> - 1 all use one table (LongRoPE switches past its original context).</summary>
     internal bool OneTableUpTo(long extent) => _longFrequencies is null || extent <= _originalMax;
 

@@ -187,6 +187,12 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         long past = cache?.Length ?? 0;
         var device = Device; // each read asks libtorch; once per forward is enough
         var (batch, tokens) = CheckInputs(inputIds, cache, attentionMask, positionIds, past, device);
+        if (cache is not null && _model.SwitchesAfter is { } switchAt)
+        {
+            if (past > 0 && past <= switchAt && past + tokens > switchAt)
+                return Refill(inputIds, cache, attentionMask, lastTokenOnly, past, tokens);
+            cache.Record(inputIds, past);
+        }
         using var scope = NewDisposeScope();
         using var noGrad = cache is not null ? no_grad() : null;
         var ids = inputIds.dtype == ScalarType.Int64 ? inputIds : inputIds.to(ScalarType.Int64);
@@ -199,6 +205,23 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         var logits = Head(hidden);                                                  // [B, T, vocab]
         cache?.Advance((int)tokens);
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// LongRoPE (Phi-3): the cached keys turned with the short factors, and this forward reaches past the original
+    /// context, where every position takes the long ones. transformers' generate then drops the cache and reads the
+    /// whole sequence again (Phi3ForCausalLM.prepare_inputs_for_generation); so does this, from the token ids the cache
+    /// recorded, with positions from the attention mask as generate makes them. Returns the logits of the new tokens.
+    /// </summary>
+    private Tensor Refill(Tensor inputIds, KvCache cache, Tensor? attentionMask, bool lastTokenOnly, long past, long tokens)
+    {
+        using var scope = NewDisposeScope();
+        var ids = cat([cache.Recorded(past).to(inputIds.device), inputIds.to(ScalarType.Int64)], 1);   // [B, past + T]
+        var positions = attentionMask is null ? null
+            : (attentionMask.to(ScalarType.Int64).cumsum(-1) - 1).masked_fill(attentionMask.eq(0), 1);
+        cache.Reset();
+        var logits = forward(ids, cache, attentionMask, positions, lastTokenOnly);
+        return (lastTokenOnly ? logits : logits.narrow(1, past, tokens)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -329,6 +352,9 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
 
         /// <summary>Whether every RoPE table stays one table for positions below <paramref name="extent"/> (LongRoPE switches).</summary>
         public bool OneTableUpTo(long extent) => _rotaries.All(r => r.OneTableUpTo(extent));
+
+        /// <summary>The sequence length past which a LongRoPE table switches to its long factors, or null.</summary>
+        public long? SwitchesAfter => _rotaries.Select(r => r.SwitchesAfter).Min();
 
         /// <param name="ids">[B, T]</param>
         /// <param name="positionIds">[B, T]</param>
