@@ -28,7 +28,7 @@ internal static class PretrainedCheckpoint
         DecoderModel? model = null;
         try
         {
-            var sources = IndexTensors(directory, files, weightMap);
+            var sources = IndexTensors(directory, files, weightMap, config);
             // Before a single module exists: a config can ask for no more than the files hold (issue 28).
             CheckAgainstConfig(directory, config, sources);
             // built in the target dtype and on the target device: a bf16 7B model never exists in fp32, nor on the host
@@ -38,8 +38,8 @@ internal static class PretrainedCheckpoint
             using (no_grad())
                 foreach (var (name, target) in parameters)
                 {
-                    var (file, _) = sources[name];
-                    using var loaded = file.Read(name, dtype);
+                    var (file, entry) = sources[name];
+                    using var loaded = file.Read(entry.Name, dtype);
                     using (var finite = isfinite(loaded).all())   // a NaN or Inf weight would poison every logit and the cache
                         if (!finite.item<bool>())
                             throw new InvalidDataException($"Tensor '{name}' in '{directory}' holds NaN or infinite values; the checkpoint is corrupt.");
@@ -67,7 +67,7 @@ internal static class PretrainedCheckpoint
         if (maxShardBytes <= 0)
             throw new ArgumentOutOfRangeException(nameof(maxShardBytes), maxShardBytes, "maxShardBytes must be positive.");
         Directory.CreateDirectory(directory);
-        (model.Config with { TorchDtype = DtypeName(model.Dtype), Architectures = model.Config.Architectures ?? [ArchitectureOf(model.Config)] })
+        (model.Config with { TorchDtype = DtypeName(model.Dtype), Architectures = [ArchitectureOf(model.Config)], TextTowerOf = null })
             .Save(Path.Combine(directory, ConfigFile));
 
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
@@ -196,7 +196,7 @@ internal static class PretrainedCheckpoint
     }
 
     private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> IndexTensors(string directory, List<SafetensorsFile> files,
-        Dictionary<string, string>? map)
+        Dictionary<string, string>? map, DecoderConfig config)
     {
         var sources = new Dictionary<string, (SafetensorsFile, SafetensorsEntry)>(StringComparer.Ordinal);
         foreach (var file in files)
@@ -215,7 +215,29 @@ internal static class PretrainedCheckpoint
                 if (!sources.ContainsKey(name))
                     throw new InvalidDataException($"'{indexPath}' places tensor '{name}' in '{shard}', which does not hold it.");
         }
-        return sources;
+        return config.TextTowerOf is null ? sources : TextTower(sources);
+    }
+
+    /// <summary>
+    /// The language model of a multimodal checkpoint (Gemma 3 4B and up) under the model's own names: its tensors
+    /// under <c>language_model.model.</c> (transformers 4) or <c>model.language_model.</c> (5) become <c>model.</c>, its
+    /// head <c>lm_head.</c>; the vision tower's and projector's tensors are left in the files.
+    /// </summary>
+    private static Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> TextTower(
+        Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> sources)
+    {
+        var text = new Dictionary<string, (SafetensorsFile, SafetensorsEntry)>(StringComparer.Ordinal);
+        foreach (var (name, source) in sources)
+        {
+            string? own = name.StartsWith("language_model.model.", StringComparison.Ordinal) ? "model." + name["language_model.model.".Length..]
+                : name.StartsWith("model.language_model.", StringComparison.Ordinal) ? "model." + name["model.language_model.".Length..]
+                : name.StartsWith("language_model.lm_head.", StringComparison.Ordinal) ? name["language_model.".Length..]
+                : name.StartsWith("lm_head.", StringComparison.Ordinal) ? name
+                : null;
+            if (own is not null && !text.TryAdd(own, source))
+                throw new InvalidDataException($"Tensor '{name}' names the language model's '{own}', which another tensor names too.");
+        }
+        return text;
     }
 
     /// <summary>
@@ -255,12 +277,7 @@ internal static class PretrainedCheckpoint
         }
     }
 
-    private static string ArchitectureOf(DecoderConfig config) => config.ModelType switch
-    {
-        "mistral" => "MistralForCausalLM",
-        "qwen2" => "Qwen2ForCausalLM",
-        _ => "LlamaForCausalLM",
-    };
+    private static string ArchitectureOf(DecoderConfig config) => config.Family.Architectures[0];
 
     private static string DtypeName(ScalarType dtype) => dtype switch
     {

@@ -134,6 +134,12 @@ public sealed partial record DecoderConfig
     /// <summary>Number of query heads that share one key/value head.</summary>
     [JsonIgnore] public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
 
+    /// <summary>
+    /// Set when this is the language model of a multimodal checkpoint (<c>gemma3</c>: Gemma 3 4B and up), whose tensors
+    /// sit under another prefix; <c>DecoderModel.FromPretrained</c> reads only those.
+    /// </summary>
+    [JsonIgnore] internal string? TextTowerOf { get; init; }
+
     /// <summary>The family that <see cref="ModelType"/> names: what it changes from Llama.</summary>
     internal ModelFamily Family => ModelFamily.For(ModelType);
 

@@ -65,6 +65,9 @@ public sealed partial record DecoderConfig
             throw new InvalidDataException($"config.json is not valid JSON: {e.Message}", e);
         }
 
+        string? textTowerOf = null;
+        if (root["model_type"] is JsonValue outer && outer.GetValue<string>() == "gemma3" && root["text_config"] is JsonObject text)
+            (root, textTowerOf) = (Gemma3TextTower(root, text), "gemma3");
         foreach (var field in s_requiredFields)
             if (root[field] is null)
                 throw new InvalidDataException($"config.json has no '{field}'.");
@@ -114,7 +117,31 @@ public sealed partial record DecoderConfig
             throw new InvalidDataException($"config.json has a field of the wrong type: {e.Message}", e);
         }
         if (config.RopeScaling is { RopeType: "default" }) config = config with { RopeScaling = null };
+        if (textTowerOf is not null) config = config with { TextTowerOf = textTowerOf };
         return config.Validate();
+    }
+
+    /// <summary>
+    /// The language model of a Gemma 3 4B+ checkpoint (<c>Gemma3ForConditionalGeneration</c>): its <c>text_config</c>,
+    /// which holds only what differs from <c>Gemma3TextConfig</c>'s defaults, over those defaults; the token ids from the
+    /// outer config where the inner one has none.
+    /// </summary>
+    private static JsonObject Gemma3TextTower(JsonObject outer, JsonObject text)
+    {
+        var root = new JsonObject
+        {
+            ["vocab_size"] = 262_208, ["hidden_size"] = 2304, ["intermediate_size"] = 9216, ["num_hidden_layers"] = 26,
+            ["num_attention_heads"] = 8, ["num_key_value_heads"] = 4, ["head_dim"] = 256, ["hidden_activation"] = "gelu_pytorch_tanh",
+            ["max_position_embeddings"] = 131_072, ["rms_norm_eps"] = 1e-6, ["rope_theta"] = 1_000_000.0, ["rope_local_base_freq"] = 10_000.0,
+            ["query_pre_attn_scalar"] = 256, ["sliding_window"] = 4096, ["sliding_window_pattern"] = 6, ["tie_word_embeddings"] = true,
+            ["pad_token_id"] = 0, ["eos_token_id"] = 1, ["bos_token_id"] = 2,
+        };
+        foreach (var key in new[] { "eos_token_id", "bos_token_id", "pad_token_id" })
+            if (outer[key] is { } id) root[key] = id.DeepClone();
+        foreach (var (key, value) in text) root[key] = value?.DeepClone();
+        root["model_type"] = "gemma3_text";
+        root["architectures"] = new JsonArray("Gemma3ForCausalLM");
+        return root;
     }
 
     /// <summary>Writes the config to <paramref name="path"/> in HF's classic <c>config.json</c> layout.</summary>
