@@ -6,9 +6,9 @@ using Microsoft.ML.Tokenizers;
 namespace GqaTransformer;
 
 /// <summary>
-/// A Hugging Face <c>tokenizer.json</c> with a BPE model: byte-level (GPT-2, Llama 3, Qwen2: Split and ByteLevel
-/// pre-tokenizers, <c>ignore_merges</c>, NFC) or SentencePiece-style (Llama 2, Mistral: Prepend and Replace normalizers,
-/// byte fallback, Replace/ByteFallback/Fuse/Strip decoders). Added and special tokens are matched whole in the text and
+/// A Hugging Face <c>tokenizer.json</c> with a BPE model: byte-level (GPT-2, Llama 3, Qwen2 and Qwen3: Split and ByteLevel
+/// pre-tokenizers, <c>ignore_merges</c>, NFC) or SentencePiece-style (Llama 2, Mistral, Gemma and Gemma 3: Prepend and
+/// Replace normalizers, byte fallback, Replace/ByteFallback/Fuse/Strip decoders). Added and special tokens are matched whole in the text and
 /// never split; the post-processor adds BOS where the file says so. It is a Microsoft.ML.Tokenizers
 /// <see cref="Tokenizer"/>, so it works wherever one is taken (<see cref="TextGeneration"/>). Thread-safe.
 /// </summary>
@@ -80,15 +80,20 @@ public sealed class HfTokenizer : Tokenizer
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
         if (info.Length > MaxFileBytes) throw new InvalidDataException($"'{path}' is {info.Length} bytes; a tokenizer.json over {MaxFileBytes} bytes is refused.");
-        return FromJson(File.ReadAllText(path), path);
+        using var stream = File.OpenRead(path);    // parsed as UTF-8 bytes: Gemma 3's 33 MB file is not also held as a 66 MB string
+        return Parse(() => JsonDocument.Parse(stream, Options), path);
     }
 
     /// <summary>Parses the text of a tokenizer.json (what <see cref="FromFile"/> does after its size check).</summary>
-    internal static HfTokenizer FromJson(string json, string name = "tokenizer.json")
+    internal static HfTokenizer FromJson(string json, string name = "tokenizer.json") => Parse(() => JsonDocument.Parse(json, Options), name);
+
+    private static readonly JsonDocumentOptions Options = new() { MaxDepth = 64 };
+
+    private static HfTokenizer Parse(Func<JsonDocument> read, string name)
     {
         try
         {
-            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 64 });
+            using var doc = read();
             return new HfTokenizer(doc.RootElement);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
