@@ -142,6 +142,28 @@ public class HfTokenizerTests(HfTokenizerTests.LoadedTokenizers loaded) : IClass
         FluentActions.Invoking(() => tokenizer.Decode([42])).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*42*");
     }
 
+    [Theory]
+    [InlineData("  <a>x", new[] { 2, 2, 3, 0 })]                 // leftmost first: the spaces are tokens before <a>'s lstrip can take them
+    [InlineData("\t<a>", new[] { 3 })]                           // lstrip takes the tab
+    [InlineData("x<a><b>x", new[] { 0, 5, 0 })]                  // longest at a place: <a><b>, not <a>
+    [InlineData("x \t<a><b> \tx", new[] { 0, 2, 1, 5, 2, 1, 0 })]
+    [InlineData("x<a>\t<b>\t x", new[] { 0, 3, 1, 4, 2, 0 })]     // <b>'s rstrip takes "\t ", and the space is a token too
+    [InlineData("x<b>  <b> x", new[] { 0, 4, 2, 2, 4, 2, 0 })]
+    public void Added_tokens_are_found_as_hf_finds_them(string text, int[] expected)
+    {
+        // The ids HF's tokenizers 0.23.2 gives for this file (through its Node binding): its added vocabulary matches
+        // leftmost-longest over the raw text and strips after, so the quirks above are its own. A regex of alternatives
+        // (what this library used) took the lstrip whitespace first and gave [3, 0] for the first text.
+        var tokenizer = HfTokenizer.FromJson("""
+            {"added_tokens": [{"id": 2, "content": " ", "special": false},
+                              {"id": 3, "content": "<a>", "lstrip": true, "special": true},
+                              {"id": 4, "content": "<b>", "rstrip": true, "special": true},
+                              {"id": 5, "content": "<a><b>", "special": true}],
+             "model": {"type": "BPE", "vocab": {"x": 0, "\t": 1}, "merges": []}}
+            """);
+        tokenizer.Encode(text, addSpecialTokens: false).Should().Equal(expected);
+    }
+
     [Fact]
     public async Task A_long_text_in_one_piece_is_merged_without_quadratic_cost()
     {
