@@ -113,6 +113,8 @@ public class HfTokenizerTests(HfTokenizerTests.LoadedTokenizers loaded) : IClass
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<NotSupportedException>().WithMessage("*BertPreTokenizer*");
         Write("""{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}""");
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>().WithMessage("*merge 0 ('a' 'b')*not in its vocabulary*");
+        Write($$$"""{"added_tokens": [{"id": 1, "content": "{{{new string('a', 5000)}}}"}], "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""");
+        FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>().WithMessage("*added token of 5000 characters*");
         Write(new string('[', 10_000) + new string(']', 10_000));
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>();
         FluentActions.Invoking(() => HfTokenizer.FromFile(Path.Combine(directory.Path, "missing.json"))).Should().Throw<FileNotFoundException>();

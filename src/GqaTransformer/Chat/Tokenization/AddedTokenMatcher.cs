@@ -14,14 +14,22 @@ internal sealed class AddedTokenMatcher<T> where T : class
         public (T Value, bool LStrip, bool RStrip)? Entry;
     }
 
+    /// <summary>
+    /// The longest content accepted: a search walks the trie from each place at most this far, so a hostile file's
+    /// megabyte-long token cannot make encoding quadratic. Real added tokens are tens of characters.
+    /// </summary>
+    public const int MaxContentLength = 1024;
+
     private readonly Node _root = new();
 
     public bool IsEmpty => _root.Next is null;
 
     /// <summary>Adds a token; a second one with the same content replaces the first.</summary>
+    /// <exception cref="InvalidDataException">The content is empty or longer than <see cref="MaxContentLength"/>.</exception>
     public void Add(string content, T value, bool lstrip, bool rstrip)
     {
-        if (content.Length == 0) throw new ArgumentException("An added token's content must not be empty.", nameof(content));
+        if (content.Length is 0 or > MaxContentLength)
+            throw new InvalidDataException($"tokenizer.json has an added token of {content.Length} characters; 1 to {MaxContentLength} are accepted.");
         var node = _root;
         foreach (char c in content)
         {
