@@ -115,6 +115,8 @@ public class HfTokenizerTests(HfTokenizerTests.LoadedTokenizers loaded) : IClass
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>().WithMessage("*merge 0 ('a' 'b')*not in its vocabulary*");
         Write($$$"""{"added_tokens": [{"id": 1, "content": "{{{new string('a', 5000)}}}"}], "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""");
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>().WithMessage("*added token of 5000 characters*");
+        File.WriteAllBytes(path, [(byte)'{', (byte)'"', 0xFF, 0xFE, (byte)'"', (byte)'}']);    // not UTF-8: the file is parsed as bytes
+        FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>().WithMessage("*not a valid tokenizer.json*");
         Write(new string('[', 10_000) + new string(']', 10_000));
         FluentActions.Invoking(() => HfTokenizer.FromFile(path)).Should().Throw<InvalidDataException>();
         FluentActions.Invoking(() => HfTokenizer.FromFile(Path.Combine(directory.Path, "missing.json"))).Should().Throw<FileNotFoundException>();
