@@ -2,7 +2,8 @@
 """Writes tests/.../chat-templates/real-expected.json: transformers' own renders of real chat templates.
 
 Each template of the manifest (chat-templates/real/manifest.json) is rendered over every conversation below, with
-add_generation_prompt true and false, exactly as transformers' apply_chat_template does: get_chat_template's choice of
+add_generation_prompt true and false (and again with each set of TEMPLATE_KWARGS whose keys the template names, e.g.
+Qwen3's enable_thinking true and false; such a case records them as template_kwargs), exactly as transformers' apply_chat_template does: get_chat_template's choice of
 a named template (a list-form chat_template takes 'tool_use' when tools are given, else 'default'), then
 chat_template_utils.render_jinja_template, which renders `_compile_jinja_template(source)` (jinja2's
 ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks, loopcontrols, its tojson, raise_exception and
@@ -108,12 +109,26 @@ CONVERSATIONS = {
         {"role": "assistant", "content": "<think>\nIt has no divisors but 1 and 7.\n</think>\n\nYes.",
          "reasoning_content": "It has no divisors but 1 and 7."},
         {"role": "user", "content": "And 9?"}]},
+    "parallel_tool_calls": {"tools": [WEATHER_TOOL], "messages": [
+        {"role": "user", "content": "Weather in Rome and Lima?"},
+        {"role": "assistant", "content": "Checking both.", "tool_calls": [
+            {"id": "call1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+            {"id": "call2", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lima", "unit": "celsius"}}}]},
+        {"role": "tool", "tool_call_id": "call1", "name": "get_weather", "content": "18 degrees"},
+        {"role": "tool", "tool_call_id": "call2", "name": "get_weather", "content": "24 degrees"},
+        {"role": "assistant", "content": "Rome 18, Lima 24."}]},
     "unicode": {"messages": [
         {"role": "system", "content": "Réponds en français — s'il te plaît."},
         {"role": "user", "content": "Grüße 🌍! 日本語 \"quoted\" <b>&amp;</b> back\\slash\ttab\nnew line"},
         {"role": "assistant", "content": "Ça va ✓ 😀"},
         {"role": "user", "content": "ещё раз 👍🏽"}]},
 }
+
+
+# Variables a template may read beyond the conversation, passed as apply_chat_template passes its extra keyword
+# arguments (render_jinja_template's **kwargs): each set renders every conversation again, for the templates whose
+# source names all of its keys (Qwen3's, SmolLM3's, DeepSeek's and GLM's enable_thinking).
+TEMPLATE_KWARGS = [{"enable_thinking": True}, {"enable_thinking": False}]
 
 
 # Jinja constructs checked one by one (ChatTemplateSnippetTests), each rendered as apply_chat_template renders a
@@ -211,21 +226,26 @@ def main():
         if found is None:
             missing.append(entry["id"]); continue
         template, bos, eos = found
-        for name, conversation in CONVERSATIONS.items():
-            tools = conversation.get("tools")
-            source = pick(template, tools)
-            for add_generation_prompt in (True, False):
-                case = {"template": entry["id"], "sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
-                        "conversation": name, "add_generation_prompt": add_generation_prompt,
-                        "bos_token": bos, "eos_token": eos}
-                try:
-                    rendered, _ = module.render_jinja_template(
-                        conversations=[conversation["messages"]], tools=tools, documents=None, chat_template=source,
-                        add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
-                    case["output"] = rendered[0]
-                except Exception as e:  # noqa: BLE001 - any failure of transformers is what we must match
-                    case["error"] = f"{type(e).__name__}: {e}"
-                cases.append(case)
+        sources = template.values() if isinstance(template, dict) else [template]
+        kwargs_sets = [{}] + [k for k in TEMPLATE_KWARGS if all(any(key in s for s in sources) for key in k)]
+        for kwargs in kwargs_sets:
+            for name, conversation in CONVERSATIONS.items():
+                tools = conversation.get("tools")
+                source = pick(template, tools)
+                for add_generation_prompt in (True, False):
+                    case = {"template": entry["id"], "sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
+                            "conversation": name, "add_generation_prompt": add_generation_prompt,
+                            "bos_token": bos, "eos_token": eos}
+                    if kwargs:
+                        case["template_kwargs"] = kwargs
+                    try:
+                        rendered, _ = module.render_jinja_template(
+                            conversations=[conversation["messages"]], tools=tools, documents=None, chat_template=source,
+                            add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos, **kwargs)
+                        case["output"] = rendered[0]
+                    except Exception as e:  # noqa: BLE001 - any failure of transformers is what we must match
+                        case["error"] = f"{type(e).__name__}: {e}"
+                    cases.append(case)
     snippets = []
     for snippet in SNIPPETS:
         variables = {"messages": [], **snippet.get("variables", {})}

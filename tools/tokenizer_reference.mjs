@@ -32,6 +32,14 @@ export const texts = [
   "<unk> and <0x0A> as plain text",
   "    indented code\n        more",
   "!!!???...,,,;;; ((([[[{{{",
+  // Gemma 3 and Qwen3: their turn and thinking markers, runs of newlines and tabs (added tokens in Gemma 3), a literal
+  // metaspace, characters only byte fallback can spell, and a long piece (SentencePiece-style files merge a whole text).
+  "<start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model\n",
+  "<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>",
+  "many\n\n\n\n\nnewlines and\t\t\ttabs\n\t\n",
+  "literal ▁▁ metaspace, <unused0> <mask> [multimodal] <image_soft_token>",
+  "rare 𓀀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \uE000 \u0001 ꙮ",
+  "The quick brown fox jumps over the lazy dog. ".repeat(40),
 ];
 const cases = [];
 for (const name of fs.readdirSync(dir).filter(n => fs.existsSync(path.join(dir, n, "tokenizer.json"))).sort()) {

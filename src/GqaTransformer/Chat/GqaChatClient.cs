@@ -11,12 +11,22 @@ namespace GqaTransformer;
 /// text is not returned). The client keeps one <see cref="KvCache"/> across requests: when a request's prompt extends
 /// the tokens already in it (the next turn of the same chat) only the new tokens are read; when it differs, the cache is
 /// rewound to the common prefix, not rebuilt (<c>Usage.AdditionalCounts["CachedInputTokens"]</c> says how many were reused).
-/// One request runs at a time; others wait. A cancelled request leaves the client usable.
+/// One request runs at a time; others wait. A cancelled request leaves the client usable. Further template variables
+/// (Qwen3's <c>enable_thinking</c>) come in <see cref="ChatOptions.AdditionalProperties"/> under <see cref="ChatTemplateKwargsKey"/>.
 /// </summary>
 public sealed class GqaChatClient : IChatClient
 {
     /// <summary>The <see cref="UsageDetails.AdditionalCounts"/> key of the prompt tokens taken from the cache.</summary>
     public const string CachedInputTokensKey = "CachedInputTokens";
+
+    /// <summary>
+    /// The <see cref="ChatOptions.AdditionalProperties"/> key of further variables for the chat template, as
+    /// transformers' <c>apply_chat_template</c> takes them as keyword arguments (and vLLM as <c>chat_template_kwargs</c>):
+    /// a dictionary of names to values (.NET strings, numbers, booleans, lists, dictionaries, or a JSON object), e.g.
+    /// <c>["chat_template_kwargs"] = new Dictionary&lt;string, object?&gt; { ["enable_thinking"] = false }</c> for Qwen3.
+    /// <c>messages</c>, <c>add_generation_prompt</c>, <c>bos_token</c> and <c>eos_token</c> are the client's own and are refused.
+    /// </summary>
+    public const string ChatTemplateKwargsKey = "chat_template_kwargs";
 
     private readonly DecoderModel _model;
     private readonly bool _ownsModel;
@@ -126,7 +136,7 @@ public sealed class GqaChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var prompt = Prompt(messages);                              // checked before anything changes
+        var prompt = Prompt(messages, TemplateVariables(options));  // checked before anything changes
         var generation = Options(options);
         var stops = options?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToArray() ?? [];
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -142,16 +152,38 @@ public sealed class GqaChatClient : IChatClient
         }
     }
 
-    private IReadOnlyList<int> Prompt(IEnumerable<ChatMessage> messages)
+    private IReadOnlyList<int> Prompt(IEnumerable<ChatMessage> messages, IReadOnlyDictionary<string, object?>? variables)
     {
         var turns = messages.Select(m => (m.Role.Value, m.Text)).ToList();
         if (turns.Count == 0) throw new ArgumentException("At least one message is needed.", nameof(messages));
-        string rendered = _template.Render(turns, addGenerationPrompt: true, _bosToken, _eosToken);
+        string rendered = _template.Render(turns, addGenerationPrompt: true, _bosToken, _eosToken, variables);
         var ids = _tokenizer.Encode(rendered, addSpecialTokens: false);   // the template writes BOS itself, as transformers' apply_chat_template
         if (ids.Count == 0) throw new ArgumentException("The chat template rendered no tokens for these messages.", nameof(messages));
         if (ids.Count >= _cache.Capacity)
             throw new ArgumentException($"The conversation is {ids.Count} tokens; this client holds at most {_cache.Capacity - 1} before a reply. Create it with a larger capacity.", nameof(messages));
         return ids;
+    }
+
+    /// <summary>The template variables of <see cref="ChatTemplateKwargsKey"/>, or null when the options have none.</summary>
+    private static Dictionary<string, object?>? TemplateVariables(ChatOptions? options)
+    {
+        if (options?.AdditionalProperties is not { } properties || !properties.TryGetValue(ChatTemplateKwargsKey, out object? value) || value is null)
+            return null;
+        var variables = value switch
+        {
+            IEnumerable<KeyValuePair<string, object?>> pairs => pairs.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal),
+            System.Collections.IDictionary dictionary when dictionary.Keys.Cast<object>().All(k => k is string)     // Dictionary<string, bool> and the like
+                => dictionary.Keys.Cast<string>().ToDictionary(k => k, k => dictionary[k], StringComparer.Ordinal),
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Object } json
+                => json.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value, StringComparer.Ordinal),
+            _ => throw new ArgumentException(
+                $"ChatOptions.AdditionalProperties[\"{ChatTemplateKwargsKey}\"] is a {value.GetType().Name}; expected a dictionary of variable names to values (or a JSON object).",
+                nameof(options)),
+        };
+        foreach (string own in new[] { "messages", "add_generation_prompt", "bos_token", "eos_token" })
+            if (variables.ContainsKey(own))
+                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{ChatTemplateKwargsKey}\"] sets '{own}', which the client sets itself.", nameof(options));
+        return variables;
     }
 
     private GenerationOptions Options(ChatOptions? options)

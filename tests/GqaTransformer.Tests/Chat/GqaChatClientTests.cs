@@ -193,6 +193,36 @@ public class GqaChatClientTests
     }
 
     [Fact]
+    public async Task Template_variables_in_the_options_reach_the_template()
+    {
+        // Qwen3's switch, as its template has it: enable_thinking false closes an empty think block after the generation prompt.
+        const string template = ChatFixture.Template + "{% if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}";
+        using var fixture = new ChatFixture(template);
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var tokenizer = HfTokenizer.FromFile(fixture.Path);
+        var turns = FirstTurn.Select(m => (m.Role.Value, m.Text)).ToList();
+        var thinkingOff = new Dictionary<string, object?> { ["enable_thinking"] = false };
+        int expected = tokenizer.Encode(ChatTemplate.Parse(template).Render(turns, addGenerationPrompt: true, extra: thinkingOff), addSpecialTokens: false).Count;
+        int plain = tokenizer.Encode(ChatTemplate.Parse(template).Render(turns, addGenerationPrompt: true), addSpecialTokens: false).Count;
+        expected.Should().BeGreaterThan(plain);
+        ChatOptions With(object? kwargs) => new() { MaxOutputTokens = 1, AdditionalProperties = new() { [GqaChatClient.ChatTemplateKwargsKey] = kwargs } };
+
+        (await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 1 })).Usage!.InputTokenCount.Should().Be(plain);
+        (await client.GetResponseAsync(FirstTurn, With(thinkingOff))).Usage!.InputTokenCount.Should().Be(expected);
+        (await client.GetResponseAsync(FirstTurn, With(new Dictionary<string, bool> { ["enable_thinking"] = false }))).Usage!.InputTokenCount.Should().Be(expected);
+        using var json = JsonDocument.Parse("""{"enable_thinking": false}""");   // options read from a request carry a JSON object
+        (await client.GetResponseAsync(FirstTurn, With(json.RootElement))).Usage!.InputTokenCount.Should().Be(expected);
+        (await client.GetResponseAsync(FirstTurn, With(new Dictionary<string, object?> { ["enable_thinking"] = true }))).Usage!.InputTokenCount.Should().Be(plain);
+
+        int cached = client.CachedTokens;
+        await FluentActions.Awaiting(() => client.GetResponseAsync(FirstTurn, With("enable_thinking=false"))).Should().ThrowAsync<ArgumentException>()
+            .WithMessage("*chat_template_kwargs*String*expected a dictionary*");
+        await FluentActions.Awaiting(() => client.GetResponseAsync(FirstTurn, With(new Dictionary<string, object?> { ["messages"] = null }))).Should().ThrowAsync<ArgumentException>()
+            .WithMessage("*sets 'messages'*");
+        client.CachedTokens.Should().Be(cached, "a refused request changes nothing");
+    }
+
+    [Fact]
     public async Task Frequency_presence_and_repetition_penalties_act_as_in_the_generator()
     {
         using var fixture = new ChatFixture();

@@ -1,14 +1,13 @@
 using System.Buffers;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace GqaTransformer;
 
 /// <summary>
-/// A Hugging Face <c>tokenizer.json</c> with a BPE model: byte-level (GPT-2, Llama 3, Qwen2: Split and ByteLevel
-/// pre-tokenizers, <c>ignore_merges</c>, NFC) or SentencePiece-style (Llama 2, Mistral: Prepend and Replace normalizers,
-/// byte fallback, Replace/ByteFallback/Fuse/Strip decoders). Added and special tokens are matched whole in the text and
+/// A Hugging Face <c>tokenizer.json</c> with a BPE model: byte-level (GPT-2, Llama 3, Qwen2 and Qwen3: Split and ByteLevel
+/// pre-tokenizers, <c>ignore_merges</c>, NFC) or SentencePiece-style (Llama 2, Mistral, Gemma and Gemma 3: Prepend and
+/// Replace normalizers, byte fallback, Replace/ByteFallback/Fuse/Strip decoders). Added and special tokens are matched whole in the text and
 /// never split; the post-processor adds BOS where the file says so. It is a Microsoft.ML.Tokenizers
 /// <see cref="Tokenizer"/>, so it works wherever one is taken (<see cref="TextGeneration"/>). Thread-safe.
 /// </summary>
@@ -21,7 +20,7 @@ public sealed class HfTokenizer : Tokenizer
     private readonly Func<List<string>, List<string>> _decode;
     private readonly Dictionary<string, AddedToken> _added = new(StringComparer.Ordinal);
     private readonly Dictionary<int, string> _idToToken = [];
-    private readonly Regex? _addedPattern;
+    private readonly AddedTokenMatcher<AddedToken> _addedMatcher = new();
     private readonly int[] _prefixIds = [], _suffixIds = [];
 
     private sealed record AddedToken(int Id, string Content, bool Special);
@@ -48,17 +47,15 @@ public sealed class HfTokenizer : Tokenizer
         _model = new BpeModel(vocab, merges, Flag(model, "ignore_merges"), Flag(model, "byte_fallback"), Str(model, "unk_token"), Flag(model, "fuse_unk"));
         foreach (var (token, id) in vocab) _idToToken[id] = token;
 
-        var alternatives = new List<string>();
         if (root.TryGetProperty("added_tokens", out var addedTokens))
-            foreach (var added in addedTokens.EnumerateArray().OrderByDescending(a => a.GetProperty("content").GetString()!.Length))
+            foreach (var added in addedTokens.EnumerateArray())
             {
                 var token = new AddedToken(added.GetProperty("id").GetInt32(), added.GetProperty("content").GetString()!, Flag(added, "special"));
                 if (token.Content.Length == 0) continue;
                 _added[token.Content] = token;
                 _idToToken[token.Id] = token.Content;
-                alternatives.Add((Flag(added, "lstrip") ? @"\s*" : "") + "(?<t>" + Regex.Escape(token.Content) + ")" + (Flag(added, "rstrip") ? @"\s*" : ""));
+                _addedMatcher.Add(token.Content, token, Flag(added, "lstrip"), Flag(added, "rstrip"));
             }
-        if (alternatives.Count > 0) _addedPattern = new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant); // matched once per call: interpreted is fine
 
         _normalize = TokenizerSteps.Normalizer(Property(root, "normalizer"));
         _preTokenize = TokenizerSteps.PreTokenizer(Property(root, "pre_tokenizer"));
@@ -80,15 +77,20 @@ public sealed class HfTokenizer : Tokenizer
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
         if (info.Length > MaxFileBytes) throw new InvalidDataException($"'{path}' is {info.Length} bytes; a tokenizer.json over {MaxFileBytes} bytes is refused.");
-        return FromJson(File.ReadAllText(path), path);
+        using var stream = File.OpenRead(path);    // parsed as UTF-8 bytes: Gemma 3's 33 MB file is not also held as a 66 MB string
+        return Parse(() => JsonDocument.Parse(stream, Options), path);
     }
 
     /// <summary>Parses the text of a tokenizer.json (what <see cref="FromFile"/> does after its size check).</summary>
-    internal static HfTokenizer FromJson(string json, string name = "tokenizer.json")
+    internal static HfTokenizer FromJson(string json, string name = "tokenizer.json") => Parse(() => JsonDocument.Parse(json, Options), name);
+
+    private static readonly JsonDocumentOptions Options = new() { MaxDepth = 64 };
+
+    private static HfTokenizer Parse(Func<JsonDocument> read, string name)
     {
         try
         {
-            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 64 });
+            using var doc = read();
             return new HfTokenizer(doc.RootElement);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
@@ -181,13 +183,12 @@ public sealed class HfTokenizer : Tokenizer
     private IEnumerable<(string Text, int Start, AddedToken? Added)> Segments(string text)
     {
         int at = 0;
-        if (_addedPattern is not null)
-            foreach (Match m in _addedPattern.Matches(text))
-            {
-                if (m.Index > at) yield return (text[at..m.Index], at, null);
-                yield return (m.Value, m.Index, _added[m.Groups["t"].Value]);
-                at = m.Index + m.Length;
-            }
+        foreach (var (start, end, token) in _addedMatcher.Matches(text))
+        {
+            if (start > at) yield return (text[at..start], at, null);
+            yield return (text[start..end], start, token);    // may overlap the previous one's rstrip whitespace, as in HF
+            at = end;
+        }
         if (at < text.Length) yield return (text[at..], at, null);
     }
 
