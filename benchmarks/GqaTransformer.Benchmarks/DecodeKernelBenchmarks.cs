@@ -32,7 +32,7 @@ public class DecodeKernelBenchmarks
     public void Matmul()
     {
         using var scope = NewDisposeScope();
-        MultiHeadAttention.DecodeByMatmul(_folded, _keys, _values, null);
+        MultiHeadAttention.DecodeByMatmul(_folded, _keys, _values, null, AttentionScoring.Plain(128));
     }
 
     [Benchmark(Description = "fused single pass")]

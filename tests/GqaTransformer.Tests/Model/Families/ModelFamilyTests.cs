@@ -128,6 +128,27 @@ public class ModelFamilyTests
         phi.Layers[0].Attention.RotaryDim.Should().Be(12, "75% of a 16-wide head");
     }
 
+    [Fact]
+    public void Phi3_longrope_generation_reads_the_sequence_again_when_it_first_passes_the_original_context()
+    {
+        using var scope = NewDisposeScope();
+        var factors = Enumerable.Range(0, 6).Select(i => 1.0 + i).ToArray();   // 12 rotated dims: 6 pairs
+        var config = Configs["phi3"] with
+        {
+            SlidingWindow = null, MaxPositionEmbeddings = 32, OriginalMaxPositionEmbeddings = 8,
+            RopeScaling = new RopeScaling { RopeType = "longrope", ShortFactor = [.. factors.Select(f => 1 + f / 10)], LongFactor = factors },
+        };
+        using var model = Randomised(config);
+        // Each step's logits as a full forward of the sequence so far: the short table up to 8 positions, the long one after.
+        var prompt = new long[] { 3, 17, 5, 9 };
+        var sequence = prompt.ToList();
+        while (sequence.Count < 16)
+            sequence.Add(model.forward(tensor(sequence.ToArray()).view(1, -1)).select(1, -1).argmax(-1).item<long>());
+        using var generator = new TokenGenerator(model);
+        var generated = generator.Generate(prompt.Select(t => (int)t).ToArray(), new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] });
+        generated.Should().Equal(sequence.Skip(4).Select(t => (int)t));
+    }
+
     /// <summary>The family's model with every parameter drawn wide (norm weights near their neutral value), so a wrong part shows.</summary>
     internal static DecoderModel Randomised(DecoderConfig config, int seed = 11)
     {
