@@ -47,8 +47,12 @@ public sealed class GenerationSession : IDisposable
         BatchSize = batchSize;
         _seenTokens = new bool[batchSize * (long)model.Config.VocabSize];
         _generated = Enumerable.Range(0, batchSize).Select(_ => new List<int>()).ToArray();
-        _useCudaGraphs = useCudaGraphs && Cache.Device.type == DeviceType.CUDA && model.FixedStepServes(Cache.Capacity) && !model.IsDeviceMapped
-                         && CudaGraphs.IsAvailable;
+        CudaGraphsUnavailableReason = !useCudaGraphs ? "not asked for"
+            : Cache.Device.type != DeviceType.CUDA ? "the cache is not on CUDA"
+            : model.IsDeviceMapped ? "the model spans several devices"
+            : !CudaGraphs.IsAvailable ? CudaGraphs.UnavailableReason
+            : model.FixedStepRefusal(Cache.Capacity);
+        _useCudaGraphs = CudaGraphsUnavailableReason is null;
     }
 
     /// <summary>A session over the cache of <paramref name="graphs"/>, emptied first, whose decode steps replay that decoder's graph.</summary>
@@ -57,6 +61,7 @@ public sealed class GenerationSession : IDisposable
     {
         _lentGraphs = graphs;
         _useCudaGraphs = true; // the lent decoder's fixed-shape step, replayed from its graph where it has one
+        CudaGraphsUnavailableReason = null;
     }
 
     private static KvCache Emptied(KvCache cache)
@@ -67,6 +72,9 @@ public sealed class GenerationSession : IDisposable
 
     /// <summary>Whether decode steps replay a CUDA graph (asked for, on CUDA, graphs available, no ring buffer).</summary>
     public bool UsesCudaGraphs => _useCudaGraphs;
+
+    /// <summary>Why decode steps do not replay a CUDA graph (for example a sliding layer that rings), or null when they do.</summary>
+    public string? CudaGraphsUnavailableReason { get; }
 
     /// <summary>The session's KV cache.</summary>
     public KvCache Cache { get; }

@@ -239,10 +239,22 @@ public sealed class DecoderModel : nn.Module<Tensor, Tensor>
         return Head(hidden).MoveToOuterDisposeScope();                             // [B, 1, vocab]
     }
 
-    /// <summary>Whether a fixed-shape step (a CUDA graph) serves every position of a cache of <paramref name="capacity"/>:
-    /// no layer's window rings within it and no RoPE switches tables within it (LongRoPE).</summary>
-    internal bool FixedStepServes(int capacity)
-        => _model.OneTableUpTo(capacity) && Enumerable.Range(0, Config.NumHiddenLayers).All(i => Config.WindowOf(i) is not { } w || w >= capacity);
+    /// <summary>Whether a fixed-shape step (a CUDA graph) serves every position of a cache of <paramref name="capacity"/>.</summary>
+    internal bool FixedStepServes(int capacity) => FixedStepRefusal(capacity) is null;
+
+    /// <summary>
+    /// Why a fixed-shape step (a CUDA graph) cannot serve a cache of <paramref name="capacity"/>, or null when it can: a
+    /// layer's window shorter than the capacity makes that layer a ring, whose slots move (ADR 0021); a LongRoPE table
+    /// switches within the capacity.
+    /// </summary>
+    internal string? FixedStepRefusal(int capacity)
+    {
+        if (Enumerable.Range(0, Config.NumHiddenLayers).Select(Config.WindowOf).FirstOrDefault(w => w < capacity) is { } window)
+            return $"a sliding window of {window} tokens is shorter than the cache's {capacity}, so its layers are rings: decode runs eagerly";
+        if (!_model.OneTableUpTo(capacity))
+            return $"LongRoPE switches to its long factors within the cache's {capacity} tokens: decode runs eagerly";
+        return null;
+    }
 
     /// <summary>
     /// Each layer's mask for <paramref name="tokens"/> new tokens after <paramref name="past"/> cached ones: built once per

@@ -39,6 +39,17 @@ public class PerLayerCacheTests
     }
 
     [Fact]
+    public void A_fixed_shape_step_declines_rings_and_says_why()
+    {
+        using var model = new DecoderModel(ModelFamilyTests.Configs["gemma3_text"]);   // window 4
+        model.FixedStepRefusal(4).Should().BeNull("no layer rings within 4 tokens");
+        model.FixedStepRefusal(16).Should().Contain("sliding window of 4 tokens");
+        using var session = new GenerationSession(model, 1, 16, useCudaGraphs: true);
+        session.UsesCudaGraphs.Should().BeFalse();
+        session.CudaGraphsUnavailableReason.Should().NotBeNullOrEmpty();
+    }
+
+    [Fact]
     public void Every_preset_loads_and_says_which_layers_slide()
     {
         foreach (var (name, config) in ModelPresets.All)
