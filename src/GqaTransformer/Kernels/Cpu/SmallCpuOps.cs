@@ -22,8 +22,8 @@ internal static unsafe partial class SmallCpuOps
 
     /// <summary>
     /// Whether the RoPE inputs qualify: all four on the CPU in one float dtype, contiguous, small, no autograd, and
-    /// shaped exactly query [B, H, T, D], key [B, Hkv, T, D], cos and sin [B, T, D] with D even (anything else, such as
-    /// tables that broadcast, takes the libtorch chain).
+    /// shaped exactly query [B, H, T, D], key [B, Hkv, T, D], cos and sin [B, T, R] with R even and R ≤ D (R &lt; D is
+    /// partial rotary, Phi-3's; anything else, such as tables that broadcast, takes the libtorch chain).
     /// </summary>
     public static bool SupportsRotary(Tensor query, Tensor key, Tensor cos, Tensor sin)
         => Qualifies(query, cos.dtype) && Qualifies(key, cos.dtype) && Qualifies(cos, sin.dtype) && Qualifies(sin, query.dtype)
@@ -31,7 +31,7 @@ internal static unsafe partial class SmallCpuOps
            && cos.size(2) % 2 == 0 && FitsTables(query, cos) && FitsTables(key, cos);
 
     private static bool FitsTables(Tensor x, Tensor table)
-        => x.size(0) == table.size(0) && x.size(2) == table.size(1) && x.size(3) == table.size(2);
+        => x.size(0) == table.size(0) && x.size(2) == table.size(1) && x.size(3) >= table.size(2);
 
     private static bool Qualifies(Tensor x, ScalarType dtype) => IsInferenceInput(x, dtype) && x.numel() <= MaxElements;
 

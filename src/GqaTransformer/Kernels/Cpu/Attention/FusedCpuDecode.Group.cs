@@ -25,25 +25,26 @@ internal static unsafe partial class FusedCpuDecode
 
     /// <summary>One task of the grouped kernel: G ≥ 2 queries over one KV head's key range, and its scratch buffers.</summary>
     private readonly struct GroupTask(byte* q, ScalarType queryDtype, byte* k, byte* v, ScalarType dtype, int length, int d, int g,
-        int padded, ScoreForm form, float scale, float* queries, float* scores, float* wide, float* max, float* sum, float* acc)
+        int padded, ScoreForm form, ScoreMap map, float* queries, float* scores, float* wide, float* max, float* sum, float* acc)
     {
         public readonly byte* Q = q, K = k, V = v;
         public readonly ScalarType QueryDtype = queryDtype, Dtype = dtype;
         public readonly int Length = length, D = d, G = g, Padded = padded;
         public readonly ScoreForm Form = form;
-        public readonly float Scale = scale;
+        public readonly ScoreMap Map = map;
         public readonly float* Queries = queries, Scores = scores, Wide = wide, Max = max, Sum = sum, Acc = acc;
 
         public int ElementSize => Dtype.ElementSize();
         public int GroupLanes => Form switch { ScoreForm.LaneGroups => 2, ScoreForm.Quads => 4, _ => 0 };
         public int QueryFloats => Form == ScoreForm.Transposed ? D * Padded : GroupLanes * D;
         public bool Half => Dtype == ScalarType.Float16;
+        public float Scale => Map.Scale;
     }
 
     /// <summary>G ≥ 2 queries over one head's key range; <paramref name="groupLanes"/> &gt; 0 selects a 512-bit score form.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task: skip the unoptimised first tier
     private static void AttendGroup(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, int g, int padded, int groupLanes,
-        ScalarType dtype, float scale, State state)
+        ScalarType dtype, ScoreMap map, State state)
     {
         var form = groupLanes switch { 0 => ScoreForm.Transposed, 2 => ScoreForm.LaneGroups, _ => ScoreForm.Quads };
         var pool = ArrayPool<float>.Shared;
@@ -54,7 +55,7 @@ internal static unsafe partial class FusedCpuDecode
         {
             fixed (float* qt = queries, sc = scores, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
-                var task = new GroupTask(q, queryDtype, k, v, dtype, length, d, g, padded, form, scale, qt, sc, wide, max, sum, acc);
+                var task = new GroupTask(q, queryDtype, k, v, dtype, length, d, g, padded, form, map, qt, sc, wide, max, sum, acc);
                 bool inPlace = ReadsInPlace(task);
                 if (!Pass(task, inPlace))
                 {
@@ -113,6 +114,7 @@ internal static unsafe partial class FusedCpuDecode
                            || (valuesInPlace && Specials((ushort*)t.V + (long)t0 * d, n * d))))
                 return false;
             ScoreBlock(t, keysInPlace, t0, n, ahead > 0 ? nextK : null, ahead);
+            if (t.Map.Capped) CapBlock(t, n);
             if (quads) SoftmaxQuads(t.Scores, n, ref runMax, ref runSum, t.Acc, d);
             else
                 for (int j = 0; j < t.Padded; j += 8)
@@ -129,7 +131,7 @@ internal static unsafe partial class FusedCpuDecode
         return true;
     }
 
-    /// <summary>The G queries, scaled by 1/√D, in the layout of the task's score form (float16 keys read in place: times 2^112 too).</summary>
+    /// <summary>The G queries, scaled by the task's scale, in the layout of the task's score form (float16 keys read in place: times 2^112 too).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per task: skip the unoptimised first tier
     private static void PlaceQueries(in GroupTask t, bool keysInPlace)
     {

@@ -124,9 +124,7 @@ internal static unsafe partial class FusedCpuDecode
             var x01 = Avx512F.Shuffle(x0, x1, 0x88) + Avx512F.Shuffle(x0, x1, 0xDD);   // [x0 0+1, x0 2+3, x1 0+1, x1 2+3] per query
             var x23 = Avx512F.Shuffle(x2, x3, 0x88) + Avx512F.Shuffle(x2, x3, 0xDD);
             var quad = Avx512F.Shuffle(x01, x23, 0x88) + Avx512F.Shuffle(x01, x23, 0xDD); // lane 4j + i: query j, row r + i
-            if (n - r < 4)
-                quad = Vector512.ConditionalSelect(Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3), Vector512.Create(n - r)).AsSingle(),
-                    quad, Vector512.Create(float.NegativeInfinity));
+            if (n - r < 4) quad = MaskRowsPast(quad, n - r);
             quad.Store(scores + r * 4);
         }
     }

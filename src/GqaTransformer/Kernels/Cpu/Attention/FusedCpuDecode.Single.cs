@@ -12,7 +12,7 @@ internal static unsafe partial class FusedCpuDecode
 {
     /// <summary>One query (MHA) over one head's key range: dot products along D.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: skip the unoptimised first tier
-    private static void AttendSingle(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, ScalarType dtype, float scale, State state)
+    private static void AttendSingle(byte* q, ScalarType queryDtype, byte* k, byte* v, int length, int d, ScalarType dtype, ScoreMap map, State state)
     {
         var pool = ArrayPool<float>.Shared;
         var scores = pool.Rent(KeyBlock);
@@ -23,7 +23,7 @@ internal static unsafe partial class FusedCpuDecode
             fixed (float* sc = scores, qs = scaled, wide = widened, max = state.Max, sum = state.Sum, acc = state.Acc)
             {
                 SmallCpuOps.ToSingle(q, queryDtype, new Span<float>(qs, d));
-                VectorOps.Scale(new Span<float>(qs, d), scale);
+                VectorOps.Scale(new Span<float>(qs, d), map.Scale);
                 long rowBytes = (long)d * dtype.ElementSize();
                 for (int t0 = 0; t0 < length; t0 += KeyBlock)
                 {
@@ -41,6 +41,12 @@ internal static unsafe partial class FusedCpuDecode
                             }
                         sc[r] = Dot(qs, keys + r * d, d);
                         blockMax = MathF.Max(blockMax, sc[r]);
+                    }
+                    if (map.Capped)
+                    {
+                        CapInPlace(sc, n, map.Cap);
+                        blockMax = float.NegativeInfinity;
+                        for (int r = 0; r < n; r++) blockMax = MathF.Max(blockMax, sc[r]);
                     }
                     float newMax = MathF.Max(*max, blockMax);
                     float correction = MathF.Exp(*max - newMax);

@@ -50,13 +50,31 @@ internal static unsafe partial class FusedCpuDecode
 
     /// <summary>
     /// folded [B, Hkv, G, D], key/value [B, Hkv, S, D] → [B, Hkv, G, D] in <paramref name="outputDtype"/> (default the
-    /// cache's). The queries are read in their own dtype, so a float16 model over a bfloat16 cache needs no conversion.
+    /// cache's), scores scaled by 1/√D. The queries are read in their own dtype, so a float16 model over a bfloat16
+    /// cache needs no conversion.
     /// </summary>
-    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype = null) => Run(folded, key, value, outputDtype, WideScores);
+    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype = null)
+        => Run(folded, key, value, outputDtype, 1.0 / Math.Sqrt(key.size(-1)), null, WideScores);
 
     /// <summary>As <see cref="Run(Tensor, Tensor, Tensor, ScalarType?)"/>, with the grouped score form chosen (tests run both).</summary>
     internal static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype, bool wideScores)
+        => Run(folded, key, value, outputDtype, 1.0 / Math.Sqrt(key.size(-1)), null, wideScores);
+
+    /// <summary>
+    /// As <see cref="Run(Tensor, Tensor, Tensor, ScalarType?)"/>, with scores <c>s = q·k · scale</c> and, when
+    /// <paramref name="softCap"/> is given, <c>s = softCap · tanh(s / softCap)</c> before the softmax (Gemma 2's
+    /// attention logit soft-cap).
+    /// </summary>
+    public static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype, double scale, double? softCap)
+        => Run(folded, key, value, outputDtype, scale, softCap, WideScores);
+
+    /// <summary>As <see cref="Run(Tensor, Tensor, Tensor, ScalarType?, double, double?)"/>, with the grouped score form chosen (tests run both).</summary>
+    internal static Tensor Run(Tensor folded, Tensor key, Tensor value, ScalarType? outputDtype, double scale, double? softCap, bool wideScores)
     {
+        if (!IsPositiveSingle(scale))
+            throw new ArgumentOutOfRangeException(nameof(scale), scale, "The attention scale must be a positive finite number.");
+        if (softCap is { } c && !IsPositiveSingle(c))
+            throw new ArgumentOutOfRangeException(nameof(softCap), softCap, "The attention soft-cap must be a positive finite number, or null for none.");
         if (wideScores && !WideScores) throw new PlatformNotSupportedException("The 512-bit score form needs AVX-512 F and DQ.");
         long b = key.size(0), kvHeads = key.size(1), s = key.size(2);
         int d = (int)key.size(3), g = (int)folded.size(2);
@@ -88,7 +106,7 @@ internal static unsafe partial class FusedCpuDecode
         var partialMax = pool.Rent(tasks * padded);
         var partialSum = pool.Rent(tasks * padded);
         var partialAcc = pool.Rent(tasks * padded * d);
-        float scale = 1f / MathF.Sqrt(d);
+        var scores = new ScoreMap((float)scale, softCap is { } cap ? (float)cap : 0f);
         try
         {
             OpenMpTeam.For(tasks, workers, task =>
@@ -103,8 +121,8 @@ internal static unsafe partial class FusedCpuDecode
                 byte* k = kBase + (bi * batchStride + hi * headStride + start * d) * elementSize;
                 byte* v = vBase + (bi * valueBatchStride + hi * valueHeadStride + start * d) * elementSize;
                 byte* q = qBase + (long)h * g * d * queryElementSize;
-                if (g == 1) AttendSingle(q, queryDtype, k, v, (int)(end - start), d, dtype, scale, state);
-                else AttendGroup(q, queryDtype, k, v, (int)(end - start), d, g, padded, groupLanes, dtype, scale, state);
+                if (g == 1) AttendSingle(q, queryDtype, k, v, (int)(end - start), d, dtype, scores, state);
+                else AttendGroup(q, queryDtype, k, v, (int)(end - start), d, g, padded, groupLanes, dtype, scores, state);
             });
             Merge(partialMax, partialSum, partialAcc, oBase, resultDtype, heads, rangesPerHead, g, padded, d);
         }
@@ -116,6 +134,9 @@ internal static unsafe partial class FusedCpuDecode
         }
         return output.MoveToOuterDisposeScope();
     }
+
+    /// <summary>Whether <paramref name="x"/> is positive and finite as a float32 (the kernel's arithmetic).</summary>
+    private static bool IsPositiveSingle(double x) => (float)x > 0 && float.IsFinite((float)x);
 
     /// <summary>Running softmax state of one task: per query, max score, Σ e^(score−max), and Σ e^(score−max)·v.</summary>
     private readonly ref struct State(Span<float> max, Span<float> sum, Span<float> acc)
