@@ -29,7 +29,7 @@ internal static class Kernels
 
     /// <summary>RMSNorm over the last dimension (see <see cref="GqaTransformer.RmsNorm"/>).</summary>
     public static Tensor RmsNorm(Tensor x, Tensor weight, double eps, RmsNormKind kind = RmsNormKind.Llama)
-        => kind == RmsNormKind.Llama && SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps) // a decode step's few values (ADR 0007)
+        => SmallCpuOps.Supports(x, weight) ? SmallCpuOps.RmsNorm(x, weight, eps, kind)                        // a decode step's few values (ADR 0007)
          : kind == RmsNormKind.Llama && CudaOps.SupportsRmsNorm(x, weight) ? CudaOps.RmsNorm(x, weight, eps)  // two launches, not seven (ADR 0015)
          : GqaTransformer.RmsNorm.Reference(x, weight, eps, kind);
 
@@ -44,8 +44,8 @@ internal static class Kernels
     /// [B, Hkv, G, D] in <paramref name="outputDtype"/>.
     /// </summary>
     public static Tensor DecodeAttention(Tensor folded, Tensor key, Tensor value, Tensor? mask, ScalarType outputDtype, AttentionScoring scoring)
-        => scoring.IsPlain(folded.size(-1)) && FusedCpuDecode.Supports(folded, key, value, mask)
-            ? FusedCpuDecode.Run(folded, key, value, outputDtype)                                   // one pass over the cache (ADR 0006)
+        => FusedCpuDecode.Supports(folded, key, value, mask)
+            ? FusedCpuDecode.Run(folded, key, value, outputDtype, scoring.Scale, scoring.Softcap)   // one pass over the cache (ADR 0006)
          : MultiHeadAttention.DecodeByMatmul(folded.to(key.dtype), key, value, mask, scoring).to(outputDtype);
 
     /// <summary>Grouped attention over a block of T &gt; 1 queries [B, H, T, D] (a prompt), see <see cref="MultiHeadAttention.GroupedScaledDotProduct"/>.</summary>
