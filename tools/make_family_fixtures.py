@@ -17,7 +17,6 @@ expected.safetensors holds, all from transformers in eager attention:
 """
 import copy
 import json
-import math
 import os
 import sys
 
@@ -26,25 +25,13 @@ import transformers
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import greedy, widen  # noqa: E402  (the same init and greedy generate as the Llama fixtures)
+
 OUT = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
 BASE = dict(vocab_size=256, hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
             pad_token_id=0)
-
-
-def widen(model, seed):
-    """Wider than HF's init so mistakes show in the logits; norms stay near their neutral value (1 for w, 0 for 1+w)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
-            elif name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-            elif torch.all(p == 0):  # Gemma's (1 + w) norms start at zero
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
 
 
 def build(model_type, seed, **config):
@@ -88,12 +75,6 @@ def classic_config(saved, extra):
         d["torch_dtype"] = d.pop("dtype")
     d.update(extra)
     return d
-
-
-def greedy(model, prompt, new_tokens, attention_mask=None):
-    with torch.no_grad():
-        return model.generate(prompt, attention_mask=attention_mask, max_new_tokens=new_tokens, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)
 
 
 def left_pad(ids, pads):

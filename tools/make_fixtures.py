@@ -24,6 +24,7 @@ COMMON = dict(vocab_size=256, hidden_size=128, intermediate_size=344, num_hidden
 
 
 def widen(model, seed):
+    """Wider than HF's init so mistakes show in the logits; norms stay near their neutral value (1 for w, 0 for 1+w)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -31,6 +32,8 @@ def widen(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
             elif name.endswith("bias"):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif torch.all(p == 0):  # Gemma's (1 + w) norms start at zero
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:  # norm weights
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
 
