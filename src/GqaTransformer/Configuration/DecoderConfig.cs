@@ -257,8 +257,23 @@ public sealed record RopeScaling
     /// <summary>LongRoPE's <c>attention_factor</c> on cos and sin; absent: √(1 + ln(factor) / ln(original)).</summary>
     [JsonPropertyName("attention_factor")] public double? AttentionFactor { get; init; }
 
+    /// <summary>YaRN's <c>beta_fast</c>: rotations per context where extrapolation stops (default 32).</summary>
+    [JsonPropertyName("beta_fast")] public double? BetaFast { get; init; }
+
+    /// <summary>YaRN's <c>beta_slow</c>: rotations per context where interpolation starts (default 1).</summary>
+    [JsonPropertyName("beta_slow")] public double? BetaSlow { get; init; }
+
+    /// <summary>YaRN's <c>mscale</c> (DeepSeek): with <see cref="MscaleAllDim"/>, sets the attention factor.</summary>
+    [JsonPropertyName("mscale")] public double? Mscale { get; init; }
+
+    /// <summary>YaRN's <c>mscale_all_dim</c> (DeepSeek).</summary>
+    [JsonPropertyName("mscale_all_dim")] public double? MscaleAllDim { get; init; }
+
+    /// <summary>YaRN's <c>truncate</c>: whether the correction range is rounded to whole dimensions (default true).</summary>
+    [JsonPropertyName("truncate")] public bool? Truncate { get; init; }
+
     /// <summary>The RoPE types this library computes.</summary>
-    public static IReadOnlyList<string> SupportedTypes { get; } = ["default", "linear", "llama3", "longrope"];
+    public static IReadOnlyList<string> SupportedTypes { get; } = ["default", "linear", "llama3", "longrope", "yarn"];
 
     internal void Validate(int rotaryDim)
     {
@@ -276,6 +291,7 @@ public sealed record RopeScaling
                 throw new ArgumentException($"rope_scaling.attention_factor must be positive, but was {a}.", "config");
             return;
         }
+        if (RopeType == "yarn" && Factor is null && OriginalMaxPositionEmbeddings is not null) return; // factor: max / original
         if (Factor is not { } f || !(f > 0))
             throw new ArgumentException($"rope_scaling.factor must be a positive number for rope_type '{RopeType}', but was {Factor?.ToString() ?? "missing"}.", "config");
         if (RopeType == "llama3")

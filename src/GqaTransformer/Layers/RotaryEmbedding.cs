@@ -35,6 +35,8 @@ public sealed class RotaryEmbedding : nn.Module
         HeadDim = spec.HeadDim;
         RotaryDim = spec.RotaryDim;
         _inverseFrequencies = Frequencies(spec, spec.Scaling?.ShortFactor);
+        if (spec.Scaling is { RopeType: "yarn" } yarn)
+            _attentionFactor = (float)YarnAttentionFactor(yarn, spec);
         if (spec.Scaling is { RopeType: "longrope" } longRope)
         {
             _originalMax = spec.OriginalMaxPositions!.Value;
@@ -58,8 +60,46 @@ public sealed class RotaryEmbedding : nn.Module
 
     private static float[] Frequencies(RotarySpec spec, IReadOnlyList<double>? divisors)
     {
-        using var table = ComputeInverseFrequencies(spec.RotaryDim, spec.Theta, spec.Scaling, divisors);
+        using var table = spec.Scaling?.RopeType == "yarn" ? YarnFrequencies(spec) : ComputeInverseFrequencies(spec.RotaryDim, spec.Theta, spec.Scaling, divisors);
         return table.data<float>().ToArray();
+    }
+
+    /// <summary>YaRN's factor: given, or the model's context over the original one (DeepSeek-V3's way).</summary>
+    private static double YarnFactor(RopeScaling yarn, RotarySpec spec)
+        => yarn.Factor ?? (double)spec.MaxPositions / (spec.OriginalMaxPositions ?? spec.MaxPositions);
+
+    /// <summary>YaRN's attention factor on cos and sin, as transformers' _compute_yarn_parameters sets it.</summary>
+    private static double YarnAttentionFactor(RopeScaling yarn, RotarySpec spec)
+    {
+        static double Mscale(double scale, double m = 1) => scale <= 1 ? 1.0 : 0.1 * m * Math.Log(scale) + 1.0;
+        double factor = YarnFactor(yarn, spec);
+        return yarn.AttentionFactor ?? (yarn.Mscale is { } m && m != 0 && yarn.MscaleAllDim is { } all && all != 0
+            ? Mscale(factor, m) / Mscale(factor, all)
+            : Mscale(factor));
+    }
+
+    /// <summary>
+    /// YaRN's inv_freq (transformers' _compute_yarn_parameters): each frequency blends interpolation (÷ factor) and
+    /// extrapolation by a linear ramp over the dimensions between the correction range of beta_fast and beta_slow
+    /// rotations within the original context.
+    /// </summary>
+    private static Tensor YarnFrequencies(RotarySpec spec)
+    {
+        var yarn = spec.Scaling!;
+        int dim = spec.RotaryDim;
+        double factor = YarnFactor(yarn, spec), original = spec.OriginalMaxPositions ?? spec.MaxPositions;
+        double CorrectionDim(double rotations) => dim * Math.Log(original / (rotations * 2 * Math.PI)) / (2 * Math.Log(spec.Theta));
+        double low = CorrectionDim(yarn.BetaFast ?? 32), high = CorrectionDim(yarn.BetaSlow ?? 1);
+        if (yarn.Truncate ?? true) (low, high) = (Math.Floor(low), Math.Ceiling(high));
+        (low, high) = (Math.Max(low, 0), Math.Min(high, dim - 1));
+        if (low == high) high += 0.001;   // no singularity
+        using var scope = NewDisposeScope();
+        var powers = pow(tensor((float)spec.Theta), arange(0, dim, 2, ScalarType.Int64).to(ScalarType.Float32) / dim);
+        var extrapolation = powers.reciprocal();
+        var interpolation = (powers * (float)factor).reciprocal();
+        var ramp = ((arange(dim / 2, ScalarType.Float32) - (float)low) / (float)(high - low)).clamp(0, 1);
+        var extrapolationShare = 1 - ramp;
+        return (interpolation * (1 - extrapolationShare) + extrapolation * extrapolationShare).contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>The rotation frequency of each pair of dimensions (HF's <c>inv_freq</c>), after any RoPE scaling (LongRoPE: the short one).</summary>

@@ -162,7 +162,7 @@ public class CheckpointTests
     [Theory]
     [InlineData("\"model_type\": \"gpt2\"", "*model_type 'gpt2' is not supported*")]
     [InlineData("\"architectures\": [\"GPT2LMHeadModel\"]", "*Architecture 'GPT2LMHeadModel' is not supported*")]
-    [InlineData("\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}", "*rope_type 'yarn' is not supported*")]
+    [InlineData("\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 4}", "*rope_type 'dynamic' is not supported*")]
     [InlineData("\"hidden_act\": \"relu\"", "*hidden_act 'relu' is not supported*")]
     public void Unsupported_models_are_named(string field, string message)
     {

@@ -84,7 +84,8 @@ internal abstract class ModelFamily
 
     /// <summary>The RoPE of layer <paramref name="layer"/>, or null where the layer has none.</summary>
     public virtual RotarySpec? Rotary(DecoderConfig config, int layer)
-        => new(config.HeadDim, config.HeadDim, config.RopeTheta, config.RopeScaling);
+        => new(config.HeadDim, config.HeadDim, config.RopeTheta, config.RopeScaling,
+            config.RopeScaling?.OriginalMaxPositionEmbeddings ?? config.OriginalMaxPositionEmbeddings, config.MaxPositionEmbeddings);
 
     /// <summary>Everything the attention of layer <paramref name="layer"/> is built from.</summary>
     public AttentionParts Attention(DecoderConfig config, int layer) => new(
