@@ -85,6 +85,8 @@ public class ModelFamilyTests
         model.SavePretrained(directory.Path);
         using var again = DecoderModel.FromPretrained(directory.Path);
         again.Config.Should().BeEquivalentTo(config, o => o.Excluding(c => c.TorchDtype).Excluding(c => c.Architectures));
+        again.Config.Architectures.Should().ContainSingle().Which.Should().EndWith("ForCausalLM").And.NotBe(modelType == "llama" ? "" : "LlamaForCausalLM",
+            "transformers picks the class by model_type, but the file should name its own");
         again.state_dict().Keys.Should().BeEquivalentTo(model.state_dict().Keys);
         var ids = Tiny.Ids(1, 9, config.VocabSize);
         var logits = again.forward(ids);
