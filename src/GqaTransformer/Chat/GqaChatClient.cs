@@ -13,6 +13,25 @@ namespace GqaTransformer;
 /// rewound to the common prefix, not rebuilt (<c>Usage.AdditionalCounts["CachedInputTokens"]</c> says how many were reused).
 /// One request runs at a time; others wait. A cancelled request leaves the client usable. Further template variables
 /// (Qwen3's <c>enable_thinking</c>) come in <see cref="ChatOptions.AdditionalProperties"/> under <see cref="ChatTemplateKwargsKey"/>.
+/// <para>
+/// Tools: the <see cref="AIFunctionDeclaration"/>s of <see cref="ChatOptions.Tools"/> reach the template's <c>tools</c>
+/// as transformers' <c>apply_chat_template(tools=...)</c> passes them (<c>{"type": "function", "function": {"name",
+/// "description", "parameters"}}</c>), unless <see cref="ChatOptions.ToolMode"/> is <see cref="ChatToolMode.None"/>.
+/// In the history, an assistant turn's <see cref="FunctionCallContent"/>s become its <c>tool_calls</c> (<c>{"id",
+/// "type": "function", "function": {"name", "arguments"}}</c>, arguments as a dictionary) and each
+/// <see cref="FunctionResultContent"/> a <c>tool</c> message with <c>tool_call_id</c>, <c>name</c> and the result as
+/// <c>content</c> (a string as it is, anything else as JSON).
+/// </para>
+/// <para>
+/// Reasoning: what the model writes inside <c>&lt;think&gt;...&lt;/think&gt;</c> (Qwen3, QwQ, DeepSeek-R1) comes back as
+/// <see cref="TextReasoningContent"/>, the rest as <see cref="TextContent"/>; a reply is inside thoughts from its start
+/// when the prompt ends with an open <c>&lt;think&gt;</c> (DeepSeek-R1's templates write one), and a stream never
+/// gives out half a tag. <see cref="ChatOptions.Reasoning"/> with <see cref="ReasoningEffort.None"/> sets the template
+/// variable <c>enable_thinking</c> to false, which turns thinking off where the template reads it (Qwen3's writes an
+/// empty think block instead); any other effort sets it to true; a value under <see cref="ChatTemplateKwargsKey"/>
+/// wins. <see cref="ReasoningOutput.None"/> leaves the reasoning out of the response. An assistant turn's
+/// <see cref="TextReasoningContent"/> goes back to the template as <c>reasoning_content</c>.
+/// </para>
 /// </summary>
 public sealed class GqaChatClient : IChatClient
 {
@@ -119,16 +138,25 @@ public sealed class GqaChatClient : IChatClient
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var text = new System.Text.StringBuilder();
+        var contents = new List<AIContent>();
         ChatFinishReason? finish = null;
         UsageDetails? usage = null;
         await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
         {
-            text.Append(update.Text);
+            foreach (var content in update.Contents)
+            {
+                // Pieces of the same kind in a row are one content, as the text of a reply that was not streamed.
+                switch (content, contents.Count > 0 ? contents[^1] : null)
+                {
+                    case (UsageContent u, _): usage = u.Details; break;
+                    case (TextReasoningContent r, TextReasoningContent last): contents[^1] = new TextReasoningContent(last.Text + r.Text); break;
+                    case (TextContent t, TextContent last): contents[^1] = new TextContent(last.Text + t.Text); break;
+                    default: contents.Add(content); break;
+                }
+            }
             finish = update.FinishReason ?? finish;
-            usage = update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details ?? usage;
         }
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString())) { FinishReason = finish, Usage = usage, ModelId = _metadata.DefaultModelId };
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, contents)) { FinishReason = finish, Usage = usage, ModelId = _metadata.DefaultModelId };
     }
 
     /// <inheritdoc />
@@ -136,13 +164,15 @@ public sealed class GqaChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var prompt = Prompt(messages, TemplateVariables(options));  // checked before anything changes
+        var (prompt, startsInThinking) = Prompt(messages, options);  // checked before anything changes
         var generation = Options(options);
         var stops = options?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToArray() ?? [];
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            using var steps = Run(prompt, generation, stops, cancellationToken).GetEnumerator();
+            var splitter = new ThinkingSplitter(startsInThinking);
+            bool showReasoning = options?.Reasoning?.Output != ReasoningOutput.None;
+            using var steps = Run(prompt, generation, stops, splitter, showReasoning, cancellationToken).GetEnumerator();
             while (await Task.Run(steps.MoveNext, cancellationToken).ConfigureAwait(false))  // native work off the caller's thread
                 yield return steps.Current;
         }
@@ -152,16 +182,34 @@ public sealed class GqaChatClient : IChatClient
         }
     }
 
-    private IReadOnlyList<int> Prompt(IEnumerable<ChatMessage> messages, IReadOnlyDictionary<string, object?>? variables)
+    /// <summary>The prompt's token ids, and whether it leaves the reply inside an open <c>&lt;think&gt;</c>.</summary>
+    private (IReadOnlyList<int> Ids, bool StartsInThinking) Prompt(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
-        var turns = messages.Select(m => (m.Role.Value, m.Text)).ToList();
-        if (turns.Count == 0) throw new ArgumentException("At least one message is needed.", nameof(messages));
-        string rendered = _template.Render(turns, addGenerationPrompt: true, _bosToken, _eosToken, variables);
+        var variables = Variables(messages, options);
+        if (_bosToken is not null) variables["bos_token"] = _bosToken;
+        if (_eosToken is not null) variables["eos_token"] = _eosToken;
+        string rendered = _template.Render(variables);
         var ids = _tokenizer.Encode(rendered, addSpecialTokens: false);   // the template writes BOS itself, as transformers' apply_chat_template
         if (ids.Count == 0) throw new ArgumentException("The chat template rendered no tokens for these messages.", nameof(messages));
         if (ids.Count >= _cache.Capacity)
             throw new ArgumentException($"The conversation is {ids.Count} tokens; this client holds at most {_cache.Capacity - 1} before a reply. Create it with a larger capacity.", nameof(messages));
-        return ids;
+        return (ids, rendered.TrimEnd().EndsWith("<think>", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// What the template renders a request from, but <c>bos_token</c> and <c>eos_token</c>: the messages, the tools, the
+    /// variables of <see cref="ChatTemplateKwargsKey"/>, <c>enable_thinking</c> from the reasoning effort, the generation prompt.
+    /// </summary>
+    internal static Dictionary<string, object?> Variables(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        var turns = ChatTemplateInput.Messages(messages);
+        if (turns.Count == 0) throw new ArgumentException("At least one message is needed.", nameof(messages));
+        var variables = TemplateVariables(options) ?? [];
+        if (options?.Reasoning?.Effort is { } effort) variables.TryAdd("enable_thinking", effort != ReasoningEffort.None);
+        if (ChatTemplateInput.Tools(options) is { } tools) variables["tools"] = tools;
+        variables["messages"] = turns;
+        variables["add_generation_prompt"] = true;
+        return variables;
     }
 
     /// <summary>The template variables of <see cref="ChatTemplateKwargsKey"/>, or null when the options have none.</summary>
@@ -212,9 +260,19 @@ public sealed class GqaChatClient : IChatClient
         }
     }
 
-    /// <summary>Prefills what the cache lacks, then decodes; yields text as it becomes final, then the finish and usage.</summary>
-    private IEnumerable<ChatResponseUpdate> Run(IReadOnlyList<int> prompt, GenerationOptions options, string[] stops, CancellationToken cancellationToken)
+    /// <summary>
+    /// Prefills what the cache lacks, then decodes; yields text as it becomes final (through <paramref name="splitter"/>:
+    /// thoughts apart from the answer), then the finish and usage.
+    /// </summary>
+    private IEnumerable<ChatResponseUpdate> Run(IReadOnlyList<int> prompt, GenerationOptions options, string[] stops, ThinkingSplitter splitter,
+        bool showReasoning, CancellationToken cancellationToken)
     {
+        ChatResponseUpdate? Update(List<AIContent> contents)
+        {
+            if (!showReasoning) contents.RemoveAll(c => c is TextReasoningContent);
+            return contents.Count == 0 ? null : new ChatResponseUpdate(ChatRole.Assistant, contents);
+        }
+        int reasoningTokens = 0;
         int reused = CommonPrefix(prompt);
         if (reused == prompt.Count) reused--;                      // the last prompt token must be read again for its logits
         if (reused < _cached.Count)
@@ -247,11 +305,12 @@ public sealed class GqaChatClient : IChatClient
             if (seen is not null) seen[next] = true;
             if (counts is not null) counts[next]++;
             feed = [next];
+            if (splitter.Thinking) reasoningTokens++;      // a token that ends the thoughts counts with them
             text = _tokenizer.Decode(generated, skipSpecialTokens: true);
             int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
             if (cut >= 0)
             {
-                if (cut > emitted.Length) yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..cut]);
+                if (cut > emitted.Length && Update(splitter.Push(text[emitted.Length..cut])) is { } last) yield return last;
                 emitted = text[..cut];
                 finish = ChatFinishReason.Stop;
                 cutAtStopSequence = true;
@@ -265,19 +324,23 @@ public sealed class GqaChatClient : IChatClient
                     if (string.CompareOrdinal(text, safe - k, s, 0, k) == 0) { safe -= k; break; }
             if (safe > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal))
             {
-                yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..safe]);
+                var update = Update(splitter.Push(text[emitted.Length..safe]));
                 emitted = text[..safe];
+                if (update is not null) yield return update;
             }
         }
         // What was held back (a partial character, a possible start of a stop sequence) is the reply's end, unless a stop
         // sequence cut it: out of room, or at an end-of-turn id alike.
-        if (!cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal))
-            yield return new ChatResponseUpdate(ChatRole.Assistant, text[emitted.Length..]);
+        var rest = !cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)
+            ? splitter.Push(text[emitted.Length..]) : [];
+        rest.AddRange(splitter.Flush());
+        if (Update(rest) is { } end) yield return end;
         var usage = new UsageDetails
         {
             InputTokenCount = prompt.Count,
             OutputTokenCount = generated.Count,
             TotalTokenCount = prompt.Count + generated.Count,
+            ReasoningTokenCount = reasoningTokens > 0 ? reasoningTokens : null,
             AdditionalCounts = new AdditionalPropertiesDictionary<long> { [CachedInputTokensKey] = reused },
         };
         yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = finish, Contents = [new UsageContent(usage)] };

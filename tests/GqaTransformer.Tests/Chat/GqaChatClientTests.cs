@@ -15,10 +15,11 @@ public class GqaChatClientTests
 {
     private static readonly ChatMessage[] FirstTurn = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "hello there")];
 
-    private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens, GenerationOptions? options = null)
+    private static string Independent(string directory, IEnumerable<ChatMessage> messages, int maxTokens, GenerationOptions? options = null,
+        string template = ChatFixture.Template, IReadOnlyDictionary<string, object?>? extra = null)
     {
         var tokenizer = HfTokenizer.FromFile(directory);
-        string prompt = ChatTemplate.Parse(ChatFixture.Template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true);
+        string prompt = ChatTemplate.Parse(template).Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true, extra: extra);
         using var model = DecoderModel.FromPretrained(directory);
         using var generator = new TokenGenerator(model);
         var ids = generator.Generate(tokenizer.Encode(prompt, addSpecialTokens: false), (options ?? new GenerationOptions()) with { MaxNewTokens = maxTokens, StopTokenIds = [2] });
@@ -239,5 +240,77 @@ public class GqaChatClientTests
             .Should().Be(Independent(fixture.Path, FirstTurn, 24, defaults));
         var bad = () => client.GetResponseAsync(FirstTurn, new ChatOptions { FrequencyPenalty = 3f });
         (await bad.Should().ThrowAsync<ArgumentException>()).Where(e => e.Message.Contains("FrequencyPenalty"));
+    }
+
+    /// <summary>DeepSeek-R1's way: the generation prompt opens the thoughts; Qwen3's enable_thinking false closes them empty instead.</summary>
+    private const string ThinkingTemplate = ChatFixture.Template
+        + "{% if add_generation_prompt %}{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}";
+
+    [Fact]
+    public async Task A_reply_inside_thoughts_the_prompt_opened_comes_back_as_reasoning_and_effort_none_turns_thinking_off()
+    {
+        using var fixture = new ChatFixture(ThinkingTemplate);
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var thinking = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 16 });
+        string thoughts = Independent(fixture.Path, FirstTurn, 16, template: ThinkingTemplate);
+        thoughts.Should().NotContain("</think>", "the random model's reply never closes its thoughts");
+        thinking.Messages.Single().Contents.Should().ContainSingle().Which.Should().BeOfType<TextReasoningContent>()
+            .Which.Text.Should().Be(thoughts.Trim('\n'), "all of it is thought; the newlines around thoughts are the template's");
+        thinking.Text.Should().BeEmpty();
+        thinking.Usage!.ReasoningTokenCount.Should().Be(thinking.Usage.OutputTokenCount);
+
+        var streamed = new List<AIContent>();
+        await foreach (var update in client.GetStreamingResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 16 })) streamed.AddRange(update.Contents);
+        string.Concat(streamed.OfType<TextReasoningContent>().Select(r => r.Text)).Should().Be(thoughts.Trim('\n'));
+        streamed.OfType<TextContent>().Should().BeEmpty();
+
+        var hidden = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 16, Reasoning = new ReasoningOptions { Output = ReasoningOutput.None } });
+        hidden.Messages.Single().Contents.Should().BeEmpty("ReasoningOutput.None leaves the thoughts out");
+
+        var off = await client.GetResponseAsync(FirstTurn, new ChatOptions { MaxOutputTokens = 16, Reasoning = new ReasoningOptions { Effort = ReasoningEffort.None } });
+        string answer = Independent(fixture.Path, FirstTurn, 16, template: ThinkingTemplate, extra: new Dictionary<string, object?> { ["enable_thinking"] = false });
+        off.Text.Should().Be(answer, "enable_thinking false closes the thoughts in the prompt, so the reply is the answer");
+        off.Messages.Single().Contents.OfType<TextReasoningContent>().Should().BeEmpty();
+        off.Usage!.InputTokenCount.Should().BeGreaterThan(thinking.Usage.InputTokenCount!.Value);
+        off.Usage.ReasoningTokenCount.Should().BeNull();
+
+        var kwargsWin = new ChatOptions
+        {
+            MaxOutputTokens = 1, Reasoning = new ReasoningOptions { Effort = ReasoningEffort.None },
+            AdditionalProperties = new() { [GqaChatClient.ChatTemplateKwargsKey] = new Dictionary<string, object?> { ["enable_thinking"] = true } },
+        };
+        (await client.GetResponseAsync(FirstTurn, kwargsWin)).Usage!.InputTokenCount.Should().Be(thinking.Usage.InputTokenCount);
+    }
+
+    [Fact]
+    public async Task Tools_calls_and_results_reach_the_prompt_as_transformers_renders_them()
+    {
+        // Qwen2.5's real template over the byte-level fixture: the prompt of the reference's tool_calling conversation,
+        // written with M.E.AI's contents and AIFunctionDeclarations, is transformers' render of it, token for token.
+        string path = Path.Combine(Fixtures.Root, "chat-templates", "real", "Qwen-Qwen2.5-7B-Instruct.jinja");
+        using var fixture = new ChatFixture(File.ReadAllText(path));
+        string configPath = Path.Combine(fixture.Path, "config.json");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["max_position_embeddings"] = 2048;        // the tools' system prompt is longer than the fixture's 512
+        File.WriteAllText(configPath, config.ToJsonString());
+        using var reference = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.Root, "chat-templates", "real-expected.json")));
+        var conversation = reference.RootElement.GetProperty("conversations").GetProperty("tool_calling");
+        string expected = reference.RootElement.GetProperty("cases").EnumerateArray().Single(c => c.GetProperty("template").GetString() == "llama.cpp/Qwen-Qwen2.5-7B-Instruct"
+            && c.GetProperty("conversation").GetString() == "tool_calling" && c.GetProperty("add_generation_prompt").GetBoolean() && !c.TryGetProperty("template_kwargs", out _))
+            .GetProperty("output").GetString()!;
+        var tokenizer = HfTokenizer.FromFile(fixture.Path);
+
+        using var client = GqaChatClient.FromPretrained(fixture.Path);
+        var options = ChatTemplateInputTests.AsChatOptions(conversation);
+        options.MaxOutputTokens = 1;
+        var messages = ChatTemplateInputTests.AsChatMessages(conversation);
+        (await client.GetResponseAsync(messages, options)).Usage!.InputTokenCount.Should().Be(tokenizer.Encode(expected, addSpecialTokens: false).Count);
+        var next = messages.Append(new ChatMessage(ChatRole.User, "And tomorrow?")).ToList();
+        var again = await client.GetResponseAsync(next, options);
+        again.Usage!.AdditionalCounts![GqaChatClient.CachedInputTokensKey].Should().Be(tokenizer.Encode(expected, addSpecialTokens: false).Count - "assistant\n".Length,
+            "the next turn's render extends this one's up to the generation prompt's role (one byte a token)");
+        options.ToolMode = ChatToolMode.None;
+        (await client.GetResponseAsync(messages, options)).Usage!.InputTokenCount.Should().BeLessThan(tokenizer.Encode(expected, addSpecialTokens: false).Count - 500,
+            "ToolMode.None leaves the tools' system prompt out");
     }
 }
