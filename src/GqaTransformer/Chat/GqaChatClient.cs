@@ -170,9 +170,11 @@ public sealed class GqaChatClient : IChatClient
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var splitter = new ThinkingSplitter(startsInThinking);
+            // Tool calls are parsed out of the answer where tools were offered and the template names a format we read.
+            var calls = options?.Tools is { Count: > 0 } && options.ToolMode is not NoneChatToolMode ? ToolCallFormats.Detect(_template.Source) : null;
+            var reply = new ReplyAssembler(new ThinkingSplitter(startsInThinking), calls);
             bool showReasoning = options?.Reasoning?.Output != ReasoningOutput.None;
-            using var steps = Run(prompt, generation, stops, splitter, showReasoning, cancellationToken).GetEnumerator();
+            using var steps = Run(prompt, generation, stops, reply, showReasoning, cancellationToken).GetEnumerator();
             while (await Task.Run(steps.MoveNext, cancellationToken).ConfigureAwait(false))  // native work off the caller's thread
                 yield return steps.Current;
         }
@@ -262,9 +264,9 @@ public sealed class GqaChatClient : IChatClient
 
     /// <summary>
     /// Prefills what the cache lacks, then decodes; yields text as it becomes final (through <paramref name="splitter"/>:
-    /// thoughts apart from the answer), then the finish and usage.
+    /// thoughts apart from the answer, tool calls apart from text), then the finish and usage.
     /// </summary>
-    private IEnumerable<ChatResponseUpdate> Run(IReadOnlyList<int> prompt, GenerationOptions options, string[] stops, ThinkingSplitter splitter,
+    private IEnumerable<ChatResponseUpdate> Run(IReadOnlyList<int> prompt, GenerationOptions options, string[] stops, ReplyAssembler splitter,
         bool showReasoning, CancellationToken cancellationToken)
     {
         ChatResponseUpdate? Update(List<AIContent> contents)
@@ -333,8 +335,9 @@ public sealed class GqaChatClient : IChatClient
         // sequence cut it: out of room, or at an end-of-turn id alike.
         var rest = !cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)
             ? splitter.Push(text[emitted.Length..]) : [];
-        rest.AddRange(splitter.Flush());
+        rest.AddRange(splitter.Finish());
         if (Update(rest) is { } end) yield return end;
+        if (splitter.HasCalls) finish = ChatFinishReason.ToolCalls;
         var usage = new UsageDetails
         {
             InputTokenCount = prompt.Count,
