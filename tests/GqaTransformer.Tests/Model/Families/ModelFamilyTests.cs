@@ -130,6 +130,22 @@ public class ModelFamilyTests
         phi.Layers[0].Attention.RotaryDim.Should().Be(12, "75% of a 16-wide head");
     }
 
+    [Theory]
+    [InlineData("gemma3_text")]   // sliding layers of window 4 beside a full one, with left padding through the rings
+    [InlineData("gemma2")]
+    [InlineData("qwen3")]
+    public void A_left_padded_batch_generates_what_each_prompt_generates_alone(string modelType)
+    {
+        using var scope = NewDisposeScope();
+        using var model = Randomised(Configs[modelType]);
+        using var generator = new TokenGenerator(model);
+        IReadOnlyList<int>[] prompts = [[5, 9, 13], [7, 1, 2, 30, 11, 4, 8], [21]];
+        var options = new GenerationOptions { MaxNewTokens = 12, StopTokenIds = [] };   // past every window
+        var batched = generator.Generate(prompts, options);
+        for (int b = 0; b < prompts.Length; b++)
+            batched[b].Should().Equal(generator.Generate(prompts[b], options), $"sequence {b}");
+    }
+
     [Fact]
     public void Phi3_longrope_generation_reads_the_sequence_again_when_it_first_passes_the_original_context()
     {
