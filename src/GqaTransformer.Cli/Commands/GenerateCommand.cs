@@ -149,19 +149,14 @@ public sealed class GenerateCommand(IAnsiConsole console, ErrorConsole errors) :
         var produced = new List<int>();
         var clock = Stopwatch.StartNew();
         double firstTokenSeconds = 0;
-        string printed = "";
+        var detokenizer = tokenizer is null ? null : new StreamingDetokenizer(ids => tokenizer.Decode(ids) ?? "");
         foreach (var step in generator.StreamBatch([prompt], options, cache, cancellationToken))
         {
             if (produced.Count == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds;
             produced.Add(step[0]!.Value);
-            if (tokenizer is not null)
+            if (detokenizer is not null)
             {
-                string text = tokenizer.Decode(produced) ?? "";
-                if (!text.EndsWith('\uFFFD') && text.Length > printed.Length)
-                {
-                    console.WritePlain(text[printed.Length..]);
-                    printed = text;
-                }
+                if (detokenizer.Add(step[0]!.Value) is { Length: > 0 } piece) console.WritePlain(piece);
             }
             else
             {

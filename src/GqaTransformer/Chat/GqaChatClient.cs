@@ -293,6 +293,7 @@ public sealed class GqaChatClient : IChatClient
         float[]? counts = options.PenalisesGeneratedTokens ? new float[vocab] : null; // the reply so far
         if (seen is not null) foreach (int t in prompt) seen[t] = true;
         string text = "", emitted = "";
+        var detokenizer = new StreamingDetokenizer(ids => _tokenizer.Decode(ids, skipSpecialTokens: true)); // linear in the reply
         bool cutAtStopSequence = false;
         ChatFinishReason finish = ChatFinishReason.Length;
         int room = _cache.Capacity - prompt.Count;
@@ -308,7 +309,7 @@ public sealed class GqaChatClient : IChatClient
             if (counts is not null) counts[next]++;
             feed = [next];
             if (splitter.Thinking) reasoningTokens++;      // a token that ends the thoughts counts with them
-            text = _tokenizer.Decode(generated, skipSpecialTokens: true);
+            text += detokenizer.Add(next);
             int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
             if (cut >= 0)
             {
@@ -333,6 +334,7 @@ public sealed class GqaChatClient : IChatClient
         }
         // What was held back (a partial character, a possible start of a stop sequence) is the reply's end, unless a stop
         // sequence cut it: out of room, or at an end-of-turn id alike.
+        if (!cutAtStopSequence) text += detokenizer.Rest();
         var rest = !cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)
             ? splitter.Push(text[emitted.Length..]) : [];
         rest.AddRange(splitter.Finish());

@@ -89,21 +89,11 @@ public static class TextGeneration
         return ids;
     }
 
-    /// <summary>Decodes the growing token list and hands out only the new, complete text.</summary>
+    /// <summary>Hands out only the new, complete text of each token (<see cref="StreamingDetokenizer"/>).</summary>
     private sealed class IncrementalDecoder(Tokenizer tokenizer)
     {
-        private readonly List<int> _tokens = [];
-        private int _emitted;
+        private readonly StreamingDetokenizer _text = new(ids => tokenizer.Decode(ids) ?? "");
 
-        public string Add(int token)
-        {
-            _tokens.Add(token);
-            string text = tokenizer.Decode(_tokens) ?? "";
-            if (text.EndsWith('\uFFFD')) return ""; // a multi-byte character is not complete yet
-            if (text.Length < _emitted) { _emitted = text.Length; return ""; }
-            string piece = text[_emitted..];
-            _emitted = text.Length;
-            return piece;
-        }
+        public string Add(int token) => _text.Add(token);
     }
 }
