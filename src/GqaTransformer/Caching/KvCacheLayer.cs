@@ -110,11 +110,7 @@ internal sealed class RingKvLayer(Tensor keys, Tensor values) : KvCacheLayer(key
 
     public override long[]? KeyPositions(long position, long tokens)
     {
-        if (tokens == 1)
-        {
-            var after = SlotPositions(position + 1);
-            return after;
-        }
+        if (tokens == 1) return SlotPositions(position + 1);   // the new token has overwritten its slot
         var held = SlotPositions(position);
         var positions = new long[held.Length + tokens];
         held.CopyTo(positions, 0);

@@ -292,7 +292,9 @@ public sealed class GqaChatClient : IChatClient
         bool[]? seen = options.PenalisesRepetition ? new bool[vocab] : null;   // the prompt and the reply so far
         float[]? counts = options.PenalisesGeneratedTokens ? new float[vocab] : null; // the reply so far
         if (seen is not null) foreach (int t in prompt) seen[t] = true;
-        string text = "", emitted = "";
+        var text = new System.Text.StringBuilder();   // the reply so far; only its tail is searched at each step
+        int emitted = 0;                              // how much of it was given out
+        int longestStop = stops.Select(s => s.Length).DefaultIfEmpty(0).Max();
         var detokenizer = new StreamingDetokenizer(ids => _tokenizer.Decode(ids, skipSpecialTokens: true)); // linear in the reply
         bool cutAtStopSequence = false;
         ChatFinishReason finish = ChatFinishReason.Length;
@@ -309,34 +311,39 @@ public sealed class GqaChatClient : IChatClient
             if (counts is not null) counts[next]++;
             feed = [next];
             if (splitter.Thinking) reasoningTokens++;      // a token that ends the thoughts counts with them
-            text += detokenizer.Add(next);
-            int cut = stops.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
+            text.Append(detokenizer.Add(next));
+            // What was given out holds no stop sequence and ends in no start of one, so a stop sequence, if any, begins
+            // in the last longestStop characters before what is new: only that tail is searched.
+            int from = Math.Max(0, emitted - longestStop);
+            string tail = text.ToString(from, text.Length - from);
+            int cut = stops.Select(s => tail.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
             if (cut >= 0)
             {
-                if (cut > emitted.Length && Update(splitter.Push(text[emitted.Length..cut])) is { } last) yield return last;
-                emitted = text[..cut];
+                cut += from;
+                if (cut > emitted && Update(splitter.Push(text.ToString(emitted, cut - emitted))) is { } last) yield return last;
+                emitted = cut;
                 finish = ChatFinishReason.Stop;
                 cutAtStopSequence = true;
                 break;
             }
             // Hold back an incomplete character and anything that could still become a stop sequence.
-            int safe = text.Length;
-            if (safe > 0 && text[^1] == '\uFFFD') safe--;
+            int safe = tail.Length;
+            if (safe > 0 && tail[^1] == '\uFFFD') safe--;
             foreach (var s in stops)
                 for (int k = Math.Min(s.Length - 1, safe); k > 0; k--)
-                    if (string.CompareOrdinal(text, safe - k, s, 0, k) == 0) { safe -= k; break; }
-            if (safe > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal))
+                    if (string.CompareOrdinal(tail, safe - k, s, 0, k) == 0) { safe -= k; break; }
+            safe += from;
+            if (safe > emitted)
             {
-                var update = Update(splitter.Push(text[emitted.Length..safe]));
-                emitted = text[..safe];
+                var update = Update(splitter.Push(text.ToString(emitted, safe - emitted)));
+                emitted = safe;
                 if (update is not null) yield return update;
             }
         }
         // What was held back (a partial character, a possible start of a stop sequence) is the reply's end, unless a stop
         // sequence cut it: out of room, or at an end-of-turn id alike.
-        if (!cutAtStopSequence) text += detokenizer.Rest();
-        var rest = !cutAtStopSequence && text.Length > emitted.Length && text.StartsWith(emitted, StringComparison.Ordinal)
-            ? splitter.Push(text[emitted.Length..]) : [];
+        if (!cutAtStopSequence) text.Append(detokenizer.Rest());
+        var rest = !cutAtStopSequence && text.Length > emitted ? splitter.Push(text.ToString(emitted, text.Length - emitted)) : [];
         rest.AddRange(splitter.Finish());
         if (Update(rest) is { } end) yield return end;
         if (splitter.HasCalls) finish = ChatFinishReason.ToolCalls;

@@ -22,8 +22,7 @@ internal sealed class CheckpointLayout
     public CheckpointLayout(DecoderConfig config)
     {
         config.Validate();
-        long hidden = config.HiddenSize, vocab = config.VocabSize, inner = config.IntermediateSize;
-        long q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
+        long hidden = config.HiddenSize, vocab = config.VocabSize;
         Layers = config.NumHiddenLayers;
         _before = [("model.embed_tokens.weight", [vocab, hidden])];
         _after = config.TieWordEmbeddings

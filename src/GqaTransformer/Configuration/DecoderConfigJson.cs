@@ -90,8 +90,8 @@ public sealed partial record DecoderConfig
                 parameters = parameters["full_attention"] as JsonObject ?? [];
             }
             if (parameters["rope_theta"] is { } theta) root["rope_theta"] = theta.DeepClone();
-            foreach (var lifted in new[] { "partial_rotary_factor" })  // a model fact, not a scaling field, in the 4.x layout
-                if (parameters[lifted] is { } value && root[lifted] is null) root[lifted] = value.DeepClone();
+            if (parameters["partial_rotary_factor"] is { } partial && root["partial_rotary_factor"] is null) // a top-level field in 4.x
+                root["partial_rotary_factor"] = partial.DeepClone();
             var scaling = (JsonObject)parameters.DeepClone();
             scaling.Remove("rope_theta");
             scaling.Remove("partial_rotary_factor");

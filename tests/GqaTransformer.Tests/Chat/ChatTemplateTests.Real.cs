@@ -97,26 +97,41 @@ public class ChatTemplateRealTests
                 kwargs = $", {extra.GetRawText()}";
             }
 
-            var template = path.EndsWith(".json", StringComparison.Ordinal)
-                ? ChatTemplate.FromFiles(File.ReadAllText(path), null, path, Path.GetDirectoryName(path)!)
-                : ChatTemplate.Parse(File.ReadAllText(path));
-            template.Clock = () => FixedNow;
-            string because = $"{id}, {conversation}, generation prompt {addGenerationPrompt}{kwargs}";
-            Sha256(template.SourceFor(variables)).Should().Be(c.GetProperty("sha256").GetString(), $"{path} must be the template the reference rendered");
-            string? rendered = null, raised = null;
-            try { rendered = template.Render(variables); }
-            catch (ChatTemplateException e) { raised = e.Message; }
-            if (c.TryGetProperty("error", out var error))
-            {
-                if (raised is null) failures.Add($"{because}: transformers raised {error.GetString()}, we rendered");
-            }
-            else if (raised is not null)
-                failures.Add($"{because}: we raised '{raised}' where transformers rendered");
-            else if (rendered != c.GetProperty("output").GetString())
-                failures.Add($"{because}: the render differs from transformers'");
+            CompareWithReference(Load(path), variables, c, path, $"{id}, {conversation}, generation prompt {addGenerationPrompt}{kwargs}", failures);
         }
         compared.Should().BeGreaterThan(0, $"the reference has cases for {id}");
         failures.Should().BeEmpty($"{compared} renders of {id} compared with transformers'");
+    }
+
+    /// <summary>A real template file: a tokenizer_config.json or a bare template, at the reference's clock (its strftime_now).</summary>
+    internal static ChatTemplate Load(string path)
+    {
+        var template = path.EndsWith(".json", StringComparison.Ordinal)
+            ? ChatTemplate.FromFiles(File.ReadAllText(path), null, path, Path.GetDirectoryName(path)!)
+            : ChatTemplate.Parse(File.ReadAllText(path));
+        template.Clock = () => FixedNow;
+        return template;
+    }
+
+    /// <summary>
+    /// Renders <paramref name="variables"/> as the reference case <paramref name="c"/> did (same template source, by sha256)
+    /// and adds to <paramref name="failures"/> where ours differs: a render, or an error where transformers raised one.
+    /// </summary>
+    internal static void CompareWithReference(ChatTemplate template, Dictionary<string, object?> variables, JsonElement c, string path,
+        string because, List<string> failures)
+    {
+        Sha256(template.SourceFor(variables)).Should().Be(c.GetProperty("sha256").GetString(), $"{path} must be the template the reference rendered");
+        string? rendered = null, raised = null;
+        try { rendered = template.Render(variables); }
+        catch (ChatTemplateException e) { raised = e.Message; }
+        if (c.TryGetProperty("error", out var error))
+        {
+            if (raised is null) failures.Add($"{because}: transformers raised {error.GetString()}, we rendered");
+        }
+        else if (raised is not null)
+            failures.Add($"{because}: we raised '{raised}' where transformers rendered");
+        else if (rendered != c.GetProperty("output").GetString())
+            failures.Add($"{because}: the render differs from transformers':\n--- ours\n{rendered}\n--- transformers'\n{c.GetProperty("output").GetString()}");
     }
 
     private static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
